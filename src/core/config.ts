@@ -1,0 +1,203 @@
+import os from "node:os";
+import path from "node:path";
+import { ConfigurationError } from "./errors.js";
+
+/**
+ * Every app setting the code reads, in one place: the README documents them, the infra test
+ * compares them with what the Bicep sets, and local.settings.example.json lists them.
+ */
+export interface SettingSpec {
+  name: string;
+  description: string;
+  /** Used when the setting is absent. */
+  defaultValue?: string;
+  /** Azure deployments must set it (the Bicep does). */
+  requiredInAzure: boolean;
+}
+
+export const SETTINGS: readonly SettingSpec[] = [
+  {
+    name: "AzureWebJobsStorage",
+    description:
+      "The app's own storage (Durable state, identities and run tables). A connection string locally; in Azure the identity-based form AzureWebJobsStorage__blobServiceUri/__queueServiceUri/__tableServiceUri with AzureWebJobsStorage__credential=managedidentity.",
+    requiredInAzure: false,
+  },
+  {
+    name: "AzureWebJobsStorage__tableServiceUri",
+    description: "Table endpoint of the app's storage when it is reached with the managed identity.",
+    requiredInAzure: true,
+  },
+  {
+    name: "AzureWebJobsStorage__blobServiceUri",
+    description: "Blob endpoint of the app's storage when it is reached with the managed identity.",
+    requiredInAzure: true,
+  },
+  {
+    name: "FUNCTIONS_WORKER_RUNTIME",
+    description: "Always node.",
+    defaultValue: "node",
+    requiredInAzure: false,
+  },
+  {
+    name: "IDENTITIES_TABLE",
+    description: "Table that holds the identities (no secrets).",
+    defaultValue: "identities",
+    requiredInAzure: false,
+  },
+  {
+    name: "RUNS_TABLE",
+    description: "Table that holds backup and restore run records.",
+    defaultValue: "runs",
+    requiredInAzure: false,
+  },
+  {
+    name: "SECRET_STORE",
+    description:
+      "Where secrets live: keyvault (production) or file (local development only; a 0600 JSON file).",
+    defaultValue: "keyvault",
+    requiredInAzure: false,
+  },
+  {
+    name: "KEY_VAULT_URL",
+    description: "https://<vault>.vault.azure.net, required when SECRET_STORE=keyvault.",
+    requiredInAzure: true,
+  },
+  {
+    name: "FILE_SECRET_STORE_PATH",
+    description: "Path of the development secret file when SECRET_STORE=file.",
+    defaultValue: ".local/secrets.json",
+    requiredInAzure: false,
+  },
+  {
+    name: "ALLOW_INSECURE_LOOPBACK",
+    description:
+      "true allows http:// portal and storage URLs on loopback (127.0.0.1, localhost) for local development against the simulator and Azurite. Never set in Azure.",
+    defaultValue: "false",
+    requiredInAzure: false,
+  },
+  {
+    name: "CACHE_ROOT",
+    description: "Default parent folder of identities' local cache folders.",
+    defaultValue: path.join(os.tmpdir(), "arcgis-org-backup-cache"),
+    requiredInAzure: false,
+  },
+  {
+    name: "CACHE_MAX_BYTES",
+    description: "Upper bound of bytes held in a cache folder at once; an export waits for room.",
+    defaultValue: String(8 * 1024 ** 3),
+    requiredInAzure: false,
+  },
+  {
+    name: "PUBLIC_BASE_URL",
+    description:
+      "Public base URL of the app (https://<app>.azurewebsites.net), used to build the OAuth redirect URI; defaults to the URL of the incoming request.",
+    requiredInAzure: false,
+  },
+  {
+    name: "AZURE_CLIENT_ID",
+    description: "Client id of a user-assigned managed identity; omit for the system-assigned one.",
+    requiredInAzure: false,
+  },
+  {
+    name: "APPLICATIONINSIGHTS_CONNECTION_STRING",
+    description: "Application Insights connection, set by the deployment.",
+    requiredInAzure: true,
+  },
+];
+
+export type SecretStoreKind = "keyvault" | "file";
+
+export interface AppStorageConfig {
+  /** Connection string (Azurite, or a key-based account). */
+  connectionString?: string;
+  /** Identity-based endpoints. */
+  tableServiceUri?: string;
+  blobServiceUri?: string;
+}
+
+export interface AppConfig {
+  appStorage: AppStorageConfig;
+  identitiesTable: string;
+  runsTable: string;
+  secretStore: SecretStoreKind;
+  keyVaultUrl?: string;
+  fileSecretStorePath: string;
+  allowInsecureLoopback: boolean;
+  cacheRoot: string;
+  cacheMaxBytes: number;
+  publicBaseUrl?: string;
+  managedIdentityClientId?: string;
+}
+
+type Env = Record<string, string | undefined>;
+
+function setting(env: Env, name: string): string | undefined {
+  const value = env[name]?.trim();
+  if (value) return value;
+  return SETTINGS.find((s) => s.name === name)?.defaultValue;
+}
+
+/** Reads and checks the app settings; a bad value names the setting. */
+export function loadConfig(env: Env = process.env): AppConfig {
+  const secretStore = setting(env, "SECRET_STORE");
+  if (secretStore !== "keyvault" && secretStore !== "file") {
+    throw new ConfigurationError("SECRET_STORE must be keyvault or file", "SECRET_STORE");
+  }
+  const keyVaultUrl = setting(env, "KEY_VAULT_URL");
+  if (secretStore === "keyvault" && !keyVaultUrl) {
+    throw new ConfigurationError("KEY_VAULT_URL is required when SECRET_STORE=keyvault", "KEY_VAULT_URL");
+  }
+  const cacheMaxBytes = Number(setting(env, "CACHE_MAX_BYTES"));
+  if (!Number.isSafeInteger(cacheMaxBytes) || cacheMaxBytes < 1024 * 1024) {
+    throw new ConfigurationError(
+      "CACHE_MAX_BYTES must be a whole number of at least 1 MiB",
+      "CACHE_MAX_BYTES",
+    );
+  }
+  const connectionString = env.AzureWebJobsStorage?.trim();
+  const appStorage: AppStorageConfig = {};
+  if (connectionString) {
+    appStorage.connectionString =
+      connectionString === "UseDevelopmentStorage=true"
+        ? developmentStorageConnectionString()
+        : connectionString;
+  }
+  const tableServiceUri = setting(env, "AzureWebJobsStorage__tableServiceUri");
+  const blobServiceUri = setting(env, "AzureWebJobsStorage__blobServiceUri");
+  if (tableServiceUri) appStorage.tableServiceUri = tableServiceUri;
+  if (blobServiceUri) appStorage.blobServiceUri = blobServiceUri;
+  if (!appStorage.connectionString && !appStorage.tableServiceUri) {
+    throw new ConfigurationError(
+      "Set AzureWebJobsStorage (connection string) or AzureWebJobsStorage__tableServiceUri",
+      "AzureWebJobsStorage",
+    );
+  }
+  const config: AppConfig = {
+    appStorage,
+    identitiesTable: setting(env, "IDENTITIES_TABLE")!,
+    runsTable: setting(env, "RUNS_TABLE")!,
+    secretStore,
+    fileSecretStorePath: setting(env, "FILE_SECRET_STORE_PATH")!,
+    allowInsecureLoopback: setting(env, "ALLOW_INSECURE_LOOPBACK") === "true",
+    cacheRoot: setting(env, "CACHE_ROOT")!,
+    cacheMaxBytes,
+  };
+  if (keyVaultUrl) config.keyVaultUrl = keyVaultUrl;
+  const publicBaseUrl = setting(env, "PUBLIC_BASE_URL");
+  if (publicBaseUrl) config.publicBaseUrl = publicBaseUrl.replace(/\/+$/, "");
+  const clientId = setting(env, "AZURE_CLIENT_ID");
+  if (clientId) config.managedIdentityClientId = clientId;
+  return config;
+}
+
+/** The emulator's well-known account on its default ports, as UseDevelopmentStorage=true means. */
+export function developmentStorageConnectionString(): string {
+  return [
+    "DefaultEndpointsProtocol=http",
+    "AccountName=devstoreaccount1",
+    "AccountKey=Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==",
+    "BlobEndpoint=http://127.0.0.1:10000/devstoreaccount1",
+    "QueueEndpoint=http://127.0.0.1:10001/devstoreaccount1",
+    "TableEndpoint=http://127.0.0.1:10002/devstoreaccount1",
+  ].join(";");
+}
