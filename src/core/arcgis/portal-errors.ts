@@ -1,0 +1,115 @@
+import { AppError } from "../errors.js";
+import { redactUrl } from "../redact.js";
+
+/**
+ * Errors from a portal or ArcGIS Server. ArcGIS reports most errors inside HTTP 200 bodies,
+ * so every response goes through `classifyPortalBody`; callers branch on the class or `code`.
+ */
+export class PortalError extends AppError {
+  /** ArcGIS `error.code` (or the HTTP status when the body had none). */
+  readonly arcgisCode: number | undefined;
+  /** ArcGIS `error.messageCode`, e.g. CONT_0001. */
+  readonly messageCode: string | undefined;
+
+  constructor(
+    message: string,
+    options: { code: string; status: number; arcgisCode?: number; messageCode?: string; cause?: unknown },
+  ) {
+    super(message, options);
+    this.arcgisCode = options.arcgisCode;
+    this.messageCode = options.messageCode;
+  }
+}
+
+/** 498/499: the token is invalid, expired or missing. Retried once with a fresh token. */
+export class PortalAuthError extends PortalError {}
+
+/** A token could not be obtained (bad credentials, revoked app, expired refresh token). */
+export class PortalSignInError extends PortalError {}
+
+/** 429 as HTTP status or body code: the org is throttled. */
+export class PortalThrottledError extends PortalError {
+  readonly retryAfterMs: number | undefined;
+  constructor(message: string, options: { arcgisCode?: number; retryAfterMs?: number; cause?: unknown }) {
+    super(message, { code: "ERR_PORTAL_THROTTLED", status: 503, ...options });
+    this.retryAfterMs = options.retryAfterMs;
+  }
+}
+
+/** 5xx, resets, timeouts, truncated bodies: worth retrying. */
+export class PortalTransientError extends PortalError {}
+
+/** The item (or service) does not exist or the caller may not see it. */
+export class PortalNotFoundError extends PortalError {}
+
+interface ArcgisErrorBody {
+  error?: { code?: number | string; messageCode?: string; message?: string; details?: unknown };
+  status?: string;
+  statusMessage?: string;
+}
+
+const TRANSIENT_CODES = new Set([500, 502, 503, 504]);
+
+/** Throws the typed error a portal body describes; returns the body when it is not an error. */
+export function classifyPortalBody<T>(body: T, url: string, retryAfterMs?: number): T {
+  if (!body || typeof body !== "object") return body;
+  const candidate = body as ArcgisErrorBody;
+  const where = redactUrl(url);
+  if (candidate.error && typeof candidate.error === "object") {
+    const code = Number(candidate.error.code);
+    const messageCode = candidate.error.messageCode;
+    const details = Array.isArray(candidate.error.details)
+      ? candidate.error.details.filter(Boolean).join(" ")
+      : "";
+    const text = [candidate.error.message ?? "ArcGIS error", details].filter(Boolean).join(" ");
+    const message = `${text} (${Number.isFinite(code) ? code : "?"}${messageCode ? ` ${messageCode}` : ""}) at ${where}`;
+    const common = {
+      ...(Number.isFinite(code) ? { arcgisCode: code } : {}),
+      ...(messageCode ? { messageCode } : {}),
+    };
+    if (code === 498 || code === 499) {
+      throw new PortalAuthError(message, { code: "ERR_PORTAL_AUTH", status: 401, ...common });
+    }
+    if (code === 429)
+      throw new PortalThrottledError(message, { ...common, ...(retryAfterMs ? { retryAfterMs } : {}) });
+    if (TRANSIENT_CODES.has(code)) {
+      throw new PortalTransientError(message, { code: "ERR_PORTAL_UNAVAILABLE", status: 502, ...common });
+    }
+    if (messageCode === "CONT_0001" || code === 404) {
+      throw new PortalNotFoundError(message, { code: "ERR_PORTAL_NOT_FOUND", status: 404, ...common });
+    }
+    if (code === 403)
+      throw new PortalError(message, { code: "ERR_PORTAL_FORBIDDEN", status: 403, ...common });
+    throw new PortalError(message, { code: "ERR_PORTAL_REQUEST", status: 502, ...common });
+  }
+  if (candidate.status === "failed" || candidate.status === "failure") {
+    throw new PortalError(`ArcGIS job failed: ${candidate.statusMessage ?? "no message"} at ${where}`, {
+      code: "ERR_PORTAL_JOB_FAILED",
+      status: 502,
+    });
+  }
+  return body;
+}
+
+/** Maps a non-2xx HTTP status (which carries no ArcGIS body) to the typed error. */
+export function portalHttpError(status: number, url: string, retryAfterMs?: number): PortalError {
+  const message = `HTTP ${status} from ${redactUrl(url)}`;
+  if (status === 429) return new PortalThrottledError(message, { ...(retryAfterMs ? { retryAfterMs } : {}) });
+  if (status >= 500 || status === 408) {
+    return new PortalTransientError(message, {
+      code: "ERR_PORTAL_UNAVAILABLE",
+      status: 502,
+      arcgisCode: status,
+    });
+  }
+  if (status === 401)
+    return new PortalAuthError(message, { code: "ERR_PORTAL_AUTH", status: 401, arcgisCode: 401 });
+  if (status === 404) return new PortalNotFoundError(message, { code: "ERR_PORTAL_NOT_FOUND", status: 404 });
+  if (status === 403) return new PortalError(message, { code: "ERR_PORTAL_FORBIDDEN", status: 403 });
+  return new PortalError(message, { code: "ERR_PORTAL_REQUEST", status: 502, arcgisCode: status });
+}
+
+/** True for failures a bounded retry may cure. */
+export function isRetryablePortalError(error: unknown): boolean {
+  return error instanceof PortalThrottledError || error instanceof PortalTransientError;
+}

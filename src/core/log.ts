@@ -1,0 +1,39 @@
+/**
+ * Structured logging for core code. Properties (runId, identityId, itemId, …) travel with every
+ * line; triggers adapt this to the Functions context so Application Insights gets them as
+ * custom dimensions. Never pass a secret or a token in a message or property.
+ */
+export type LogProperties = Record<string, string | number | boolean | undefined | null>;
+
+export interface Logger {
+  info(message: string, properties?: LogProperties): void;
+  warn(message: string, properties?: LogProperties): void;
+  error(message: string, properties?: LogProperties): void;
+  /** A logger whose lines all carry these properties too. */
+  child(properties: LogProperties): Logger;
+}
+
+type Sink = (level: "info" | "warn" | "error", message: string, properties: LogProperties) => void;
+
+export function createLogger(sink: Sink, base: LogProperties = {}): Logger {
+  const emit =
+    (level: "info" | "warn" | "error") =>
+    (message: string, properties: LogProperties = {}) =>
+      sink(level, message, { ...base, ...properties });
+  return {
+    info: emit("info"),
+    warn: emit("warn"),
+    error: emit("error"),
+    child: (properties) => createLogger(sink, { ...base, ...properties }),
+  };
+}
+
+/** One JSON object per line on stdout/stderr: what the Functions worker forwards to App Insights. */
+export const consoleLogger: Logger = createLogger((level, message, properties) => {
+  const line = JSON.stringify({ level, message, ...properties });
+  if (level === "error") console.error(line);
+  else if (level === "warn") console.warn(line);
+  else console.info(line);
+});
+
+export const silentLogger: Logger = createLogger(() => {});

@@ -1,0 +1,78 @@
+import type { TokenCredential } from "@azure/identity";
+import type { PortalClient, RequestPacer } from "./arcgis/portal-client.js";
+import { type AppConfig, loadConfig } from "./config.js";
+import type { StoredIdentity } from "./identities/identity.js";
+import { IdentityService } from "./identities/identity-service.js";
+import { OAuthSignIn } from "./identities/oauth-sign-in.js";
+import { openPortalSession } from "./identities/portal-session.js";
+import { TableIdentityStore } from "./identities/table-identity-store.js";
+import { consoleLogger, type Logger } from "./log.js";
+import { createSecretStore, defaultCredential } from "./secrets/create-secret-store.js";
+import type { SecretStore } from "./secrets/secret-store.js";
+import { openAppTable } from "./tables/table-client.js";
+
+/** Everything the triggers call into, built once per process from the app settings. */
+export interface Services {
+  config: AppConfig;
+  log: Logger;
+  credential: () => TokenCredential;
+  secrets: SecretStore;
+  identities: IdentityService;
+  oauth: OAuthSignIn;
+  /** A signed-in portal client for the identity (secrets read from the secret store). */
+  portalFor(identity: StoredIdentity, options?: { pacer?: RequestPacer }): Promise<PortalClient>;
+}
+
+export interface ServiceOverrides {
+  env?: Record<string, string | undefined>;
+  secrets?: SecretStore;
+  credential?: TokenCredential;
+  log?: Logger;
+}
+
+let overrides: ServiceOverrides = {};
+let services: Promise<Services> | undefined;
+
+/** Tests (and the local host) may replace adapters before the first request. */
+export function configureServices(next: ServiceOverrides): void {
+  overrides = next;
+  services = undefined;
+}
+
+export function getServices(): Promise<Services> {
+  services ??= buildServices().catch((error: unknown) => {
+    services = undefined;
+    throw error;
+  });
+  return services;
+}
+
+async function buildServices(): Promise<Services> {
+  const config = loadConfig(overrides.env ?? process.env);
+  const log = overrides.log ?? consoleLogger;
+  let credential: TokenCredential | undefined = overrides.credential;
+  const lazyCredential = () => {
+    credential ??= defaultCredential(config.managedIdentityClientId);
+    return credential;
+  };
+  const secrets = overrides.secrets ?? createSecretStore(config, { credential: lazyCredential() });
+  const identityTable = await openAppTable(config.appStorage, config.identitiesTable, lazyCredential);
+  const identities = new IdentityService({
+    store: new TableIdentityStore(identityTable),
+    secrets,
+    allowInsecureLoopback: config.allowInsecureLoopback,
+    cacheRoot: config.cacheRoot,
+    log,
+  });
+  const oauth = new OAuthSignIn(identities, identityTable, secrets);
+  const portalFor = async (identity: StoredIdentity, options: { pacer?: RequestPacer } = {}) =>
+    openPortalSession(identity, {
+      secrets: await identities.secretsOf(identity),
+      redirectUri: identity.auth.type === "oauth2-user" ? (identity.auth.redirectUri ?? "") : "",
+      saveRefreshToken: async (token) => {
+        await identities.saveRefreshToken(identity.id, token);
+      },
+      ...(options.pacer ? { pacer: options.pacer } : {}),
+    });
+  return { config, log, credential: lazyCredential, secrets, identities, oauth, portalFor };
+}
