@@ -1,6 +1,11 @@
 import type { TokenCredential } from "@azure/identity";
+import type { ContainerClient } from "@azure/storage-blob";
 import type { PortalClient, RequestPacer } from "./arcgis/portal-client.js";
+import { BackupRunner } from "./backup/backup-runner.js";
+import { BackupService } from "./backup/backup-service.js";
+import { RunStore } from "./backup/runs.js";
 import { type AppConfig, loadConfig } from "./config.js";
+import { ConfigurationError } from "./errors.js";
 import type { StoredIdentity } from "./identities/identity.js";
 import { IdentityService } from "./identities/identity-service.js";
 import { OAuthSignIn } from "./identities/oauth-sign-in.js";
@@ -9,6 +14,7 @@ import { TableIdentityStore } from "./identities/table-identity-store.js";
 import { consoleLogger, type Logger } from "./log.js";
 import { createSecretStore, defaultCredential } from "./secrets/create-secret-store.js";
 import type { SecretStore } from "./secrets/secret-store.js";
+import { openBlobContainer } from "./storage/blob-container.js";
 import { openAppTable } from "./tables/table-client.js";
 
 /** Everything the triggers call into, built once per process from the app settings. */
@@ -19,6 +25,11 @@ export interface Services {
   secrets: SecretStore;
   identities: IdentityService;
   oauth: OAuthSignIn;
+  runs: RunStore;
+  backups: BackupService;
+  runner: BackupRunner;
+  /** The identity's backup container (connection string from the secret store, or the app's identity). */
+  openContainer(identity: StoredIdentity): Promise<ContainerClient>;
   /** A signed-in portal client for the identity (secrets read from the secret store). */
   portalFor(identity: StoredIdentity, options?: { pacer?: RequestPacer }): Promise<PortalClient>;
 }
@@ -74,5 +85,43 @@ async function buildServices(): Promise<Services> {
       },
       ...(options.pacer ? { pacer: options.pacer } : {}),
     });
-  return { config, log, credential: lazyCredential, secrets, identities, oauth, portalFor };
+  const openContainer = async (identity: StoredIdentity) => {
+    const { container, accountUrl } = identity.storage;
+    if (accountUrl) {
+      return openBlobContainer(
+        { type: "azure-blob", container, accountUrl },
+        { credential: lazyCredential(), allowInsecureLoopback: config.allowInsecureLoopback },
+      );
+    }
+    const { connectionString } = await identities.secretsOf(identity);
+    if (!connectionString)
+      throw new ConfigurationError("The identity's storage connection string is missing", "storage");
+    return openBlobContainer(
+      { type: "azure-blob", container, connectionString },
+      { allowInsecureLoopback: config.allowInsecureLoopback },
+    );
+  };
+  const runs = new RunStore(await openAppTable(config.appStorage, config.runsTable, lazyCredential));
+  const backups = new BackupService({ identities, runs, log });
+  const runner = new BackupRunner({
+    identities,
+    runs,
+    portalFor,
+    openContainer,
+    cacheMaxBytes: config.cacheMaxBytes,
+    log,
+  });
+  return {
+    config,
+    log,
+    credential: lazyCredential,
+    secrets,
+    identities,
+    oauth,
+    portalFor,
+    openContainer,
+    runs,
+    backups,
+    runner,
+  };
 }

@@ -5,7 +5,11 @@ import { createLogger, type Logger } from "../../core/log.js";
 export const MAX_BODY_BYTES = 1024 * 1024;
 
 /** Reads a JSON body with a size limit: 413 when larger, 400 when it is not JSON. */
-export async function readJsonBody(request: HttpRequest, limitBytes = MAX_BODY_BYTES): Promise<unknown> {
+export async function readJsonBody(
+  request: HttpRequest,
+  options: { optional?: boolean; limitBytes?: number } = {},
+): Promise<unknown> {
+  const limitBytes = options.limitBytes ?? MAX_BODY_BYTES;
   const declared = Number(request.headers.get("content-length") ?? "0");
   if (declared > limitBytes) throw new PayloadTooLargeError(limitBytes);
   const chunks: Buffer[] = [];
@@ -18,7 +22,10 @@ export async function readJsonBody(request: HttpRequest, limitBytes = MAX_BODY_B
     }
   }
   const text = Buffer.concat(chunks).toString("utf8");
-  if (text.trim() === "") throw new ValidationError("Request body is required (JSON)");
+  if (text.trim() === "") {
+    if (options.optional) return undefined;
+    throw new ValidationError("Request body is required (JSON)");
+  }
   try {
     return JSON.parse(text);
   } catch {

@@ -1,0 +1,257 @@
+import type { ContainerClient } from "@azure/storage-blob";
+import type { PortalClient, PortalClientStats } from "../arcgis/portal-client.js";
+import { mapWithConcurrency } from "../concurrency.js";
+import type { StoredIdentity } from "../identities/identity.js";
+import type { IdentityService } from "../identities/identity-service.js";
+import type { Logger } from "../log.js";
+import { BackupStore } from "./backup-store.js";
+import { assertCacheWritable, type CacheSpace, cacheSpaceFor } from "./cache.js";
+import { exportItem, type ItemResult, type ServiceDataExporter } from "./export-item.js";
+import { type BackupFilter, INVENTORY_CHUNK_SIZE, readInventoryChunk, takeInventory } from "./inventory.js";
+import { batchResultName } from "./layout.js";
+import { writeManifest } from "./manifest.js";
+import type { RunRecord, RunStatus, RunStore } from "./runs.js";
+
+/** Items one activity exports; small enough to retry whole, big enough to amortise setup. */
+export const BATCH_SIZE = 10;
+/** Items of one batch exported at once. */
+const ITEMS_IN_PARALLEL = 4;
+
+export interface BatchInput {
+  runId: string;
+  identityId: string;
+  chunkIndex: number;
+  batchIndex: number;
+}
+
+export interface BatchCounts {
+  exported: number;
+  unchanged: number;
+  failed: number;
+  bytes: number;
+  requests: number;
+  retries: number;
+  throttled: number;
+}
+
+export interface RunnerDependencies {
+  identities: IdentityService;
+  runs: RunStore;
+  portalFor(identity: StoredIdentity): Promise<PortalClient>;
+  openContainer(identity: StoredIdentity): Promise<ContainerClient>;
+  serviceDataFor?(portal: PortalClient): ServiceDataExporter;
+  cacheMaxBytes: number;
+  log: Logger;
+}
+
+interface IdentitySession {
+  identity: StoredIdentity;
+  portal: PortalClient;
+  store: BackupStore;
+  cacheSpace: CacheSpace;
+  openedAt: number;
+}
+
+const SESSION_TTL_MS = 10 * 60_000;
+
+/**
+ * What the backup activities do. Sessions (identity, signed-in portal client, container) are
+ * reused across the activities of a process for a few minutes, so a run of 2,000 items signs in
+ * once, not 200 times; tokens still refresh on expiry inside the portal client.
+ */
+export class BackupRunner {
+  private readonly sessions = new Map<string, Promise<IdentitySession>>();
+
+  constructor(private readonly deps: RunnerDependencies) {}
+
+  async inventory(input: { runId: string; identityId: string; filter?: BackupFilter }) {
+    const session = await this.session(input.identityId);
+    await assertCacheWritable(session.identity.cacheDirectory);
+    const summary = await takeInventory({
+      portal: session.portal,
+      store: session.store,
+      runId: input.runId,
+      ...(input.filter ? { filter: input.filter } : {}),
+      log: this.deps.log.child({ runId: input.runId, identityId: input.identityId }),
+    });
+    await this.deps.runs.update(input.identityId, input.runId, (run) => {
+      run.itemsTotal = summary.itemCount;
+    });
+    return { ...summary, chunkSize: INVENTORY_CHUNK_SIZE, batchSize: BATCH_SIZE };
+  }
+
+  /** Exports one batch of a chunk and writes its results blob (rewritten, never duplicated, on a re-run). */
+  async exportBatch(input: BatchInput): Promise<BatchCounts> {
+    const session = await this.session(input.identityId);
+    const records = (await readInventoryChunk(session.store, input.runId, input.chunkIndex)).slice(
+      input.batchIndex * BATCH_SIZE,
+      (input.batchIndex + 1) * BATCH_SIZE,
+    );
+    const before = { ...session.portal.stats };
+    const log = this.deps.log.child({ runId: input.runId, identityId: input.identityId });
+    const serviceData = this.deps.serviceDataFor?.(session.portal);
+    const results = await mapWithConcurrency(records, ITEMS_IN_PARALLEL, (record) =>
+      exportItem(
+        {
+          portal: session.portal,
+          store: session.store,
+          cacheDirectory: session.identity.cacheDirectory,
+          cacheSpace: session.cacheSpace,
+          log,
+          ...(serviceData ? { serviceData } : {}),
+        },
+        record,
+      ),
+    );
+    await session.store.uploadJson(batchResultName(input.runId, input.chunkIndex, input.batchIndex), results);
+    return countResults(results, before, session.portal.stats);
+  }
+
+  /** A batch that kept failing after its retries: every item of it is recorded as failed. */
+  async failBatch(input: BatchInput & { reason: string }): Promise<BatchCounts> {
+    const session = await this.session(input.identityId);
+    const records = (await readInventoryChunk(session.store, input.runId, input.chunkIndex)).slice(
+      input.batchIndex * BATCH_SIZE,
+      (input.batchIndex + 1) * BATCH_SIZE,
+    );
+    const results: ItemResult[] = records.map((record) => ({
+      itemId: record.id,
+      title: record.title,
+      type: record.type,
+      owner: record.owner,
+      folderId: record.folderId,
+      folderTitle: record.folderTitle,
+      access: record.access,
+      groups: record.groups,
+      status: "failed",
+      files: [],
+      bytes: 0,
+      notes: [],
+      error: { code: "ERR_BATCH_RETRIES_EXHAUSTED", message: input.reason },
+    }));
+    await session.store.uploadJson(batchResultName(input.runId, input.chunkIndex, input.batchIndex), results);
+    return countResults(results, session.portal.stats, session.portal.stats);
+  }
+
+  /** Writes the manifest (last), closes the run record and releases the identity's lock. */
+  async finalize(input: {
+    runId: string;
+    identityId: string;
+    outcome: "completed" | "cancelled" | "failed";
+    traffic?: RunRecord["traffic"];
+    error?: { code: string; message: string };
+  }): Promise<RunRecord> {
+    const session = await this.session(input.identityId);
+    const endedAt = new Date().toISOString();
+    let run = await this.deps.runs.update(input.identityId, input.runId, (next) => {
+      next.endedAt = endedAt;
+      if (input.traffic) next.traffic = input.traffic;
+      if (input.error) next.error = input.error;
+    });
+    let status: RunStatus = input.outcome;
+    try {
+      const header = await writeManifest({
+        store: session.store,
+        run: { ...run, status },
+        identityName: session.identity.name,
+        sharingUrl: session.identity.sharingUrl,
+        cacheDirectory: session.identity.cacheDirectory,
+        cacheSpace: session.cacheSpace,
+      });
+      if (status === "completed" && header.totals.failed > 0) status = "completed-with-failures";
+      if (status === "completed-with-failures" || status === "completed") {
+        // The manifest's own status must match; rewrite the header when failures changed it.
+        if (header.status !== status) {
+          await writeManifest({
+            store: session.store,
+            run: { ...run, status },
+            identityName: session.identity.name,
+            sharingUrl: session.identity.sharingUrl,
+            cacheDirectory: session.identity.cacheDirectory,
+            cacheSpace: session.cacheSpace,
+          });
+        }
+      }
+      run = await this.deps.runs.update(input.identityId, input.runId, (next) => {
+        next.status = status;
+        next.itemsTotal = Math.max(next.itemsTotal, header.totals.items);
+        next.itemsExported = header.totals.exported;
+        next.itemsUnchanged = header.totals.unchanged;
+        next.itemsFailed = header.totals.failed;
+        next.bytes = header.totals.bytes;
+        next.manifest = session.store.blobName(`runs/${input.runId}/manifest.json`);
+      });
+    } catch (error) {
+      run = await this.deps.runs.update(input.identityId, input.runId, (next) => {
+        next.status = "failed";
+        next.error = { code: "ERR_MANIFEST", message: (error as Error).message };
+      });
+    } finally {
+      await this.deps.runs.releaseLock(input.identityId, input.runId);
+    }
+    this.deps.log.info("BackupRunCompleted", {
+      runId: run.runId,
+      identityId: run.identityId,
+      identityName: session.identity.name,
+      status: run.status,
+      itemsTotal: run.itemsTotal,
+      itemsExported: run.itemsExported,
+      itemsUnchanged: run.itemsUnchanged,
+      itemsFailed: run.itemsFailed,
+      bytes: run.bytes,
+      durationMs: Date.parse(run.endedAt ?? endedAt) - Date.parse(run.startedAt),
+    });
+    return run;
+  }
+
+  private session(identityId: string): Promise<IdentitySession> {
+    const cached = this.sessions.get(identityId);
+    if (cached) {
+      return cached.then((session) => {
+        if (Date.now() - session.openedAt < SESSION_TTL_MS) return session;
+        this.sessions.delete(identityId);
+        return this.session(identityId);
+      });
+    }
+    const opening = this.open(identityId).catch((error: unknown) => {
+      this.sessions.delete(identityId);
+      throw error;
+    });
+    this.sessions.set(identityId, opening);
+    return opening;
+  }
+
+  private async open(identityId: string): Promise<IdentitySession> {
+    const identity = await this.deps.identities.get(identityId);
+    const portal = await this.deps.portalFor(identity);
+    const container = await this.deps.openContainer(identity);
+    return {
+      identity,
+      portal,
+      store: new BackupStore(container, identity.id),
+      cacheSpace: cacheSpaceFor(identity.cacheDirectory, this.deps.cacheMaxBytes),
+      openedAt: Date.now(),
+    };
+  }
+}
+
+function countResults(
+  results: ItemResult[],
+  before: PortalClientStats,
+  after: PortalClientStats,
+): BatchCounts {
+  const counts: BatchCounts = {
+    exported: 0,
+    unchanged: 0,
+    failed: 0,
+    bytes: 0,
+    requests: after.requests - before.requests,
+    retries: after.retries - before.retries,
+    throttled: after.throttled - before.throttled,
+  };
+  for (const result of results) {
+    counts[result.status]++;
+    counts.bytes += result.bytes;
+  }
+  return counts;
+}

@@ -1,0 +1,456 @@
+import path from "node:path";
+import type { PortalClient, PortalStream } from "../arcgis/portal-client.js";
+import { isRetryablePortalError, PortalError, PortalNotFoundError } from "../arcgis/portal-errors.js";
+import { errorMessage } from "../errors.js";
+import type { Logger } from "../log.js";
+import type { BackupStore, StoredFile } from "./backup-store.js";
+import { type CacheSpace, streamToCache } from "./cache.js";
+import type { InventoryRecord } from "./inventory.js";
+import { COMPLETION_MARKER, itemVersion, itemVersionPrefix, safeRelativePath } from "./layout.js";
+import type { PagedResponse, PortalItem } from "./portal-types.js";
+
+export type FileKind =
+  | "item"
+  | "data"
+  | "metadata"
+  | "thumbnail"
+  | "resource"
+  | "related"
+  | "service"
+  | "layer"
+  | "features"
+  | "attachment"
+  | "attachments-index"
+  | "other";
+
+/** One captured file of an item version. */
+export interface ExportedFile extends StoredFile {
+  /** Path inside the version folder. */
+  path: string;
+  kind: FileKind;
+  /** The name the portal used (resource path, file name), when it differs from `path`. */
+  originalName?: string;
+  /** Feature layer id, attachment ids and the like. */
+  detail?: Record<string, string | number>;
+}
+
+/** The completion marker of an item version: written last, so a version without it never counts. */
+export interface VersionMarker {
+  schemaVersion: 1;
+  itemId: string;
+  version: string;
+  capturedAt: string;
+  files: ExportedFile[];
+  notes: string[];
+  /** Counts a restore checks against (features per layer, attachments). */
+  counts?: Record<string, number>;
+}
+
+export type ItemStatus = "exported" | "unchanged" | "failed";
+
+export interface ItemResult {
+  itemId: string;
+  title: string;
+  type: string;
+  owner: string;
+  folderId: string | null;
+  folderTitle: string | null;
+  access: string;
+  groups: string[];
+  status: ItemStatus;
+  version?: string;
+  files: ExportedFile[];
+  bytes: number;
+  notes: string[];
+  counts?: Record<string, number>;
+  error?: { code: string; message: string };
+}
+
+/** Writes files of one item version; what feature data export builds on. */
+export interface VersionWriter {
+  readonly prefix: string;
+  /** Streams a download into the cache, then into the version folder. */
+  capture(
+    relativePath: string,
+    open: () => Promise<PortalStream | undefined>,
+    kind: FileKind,
+    options?: { contentType?: string; originalName?: string; detail?: Record<string, string | number> },
+  ): Promise<ExportedFile | undefined>;
+  /** Uploads a file already in the cache (e.g. a features NDJSON file). */
+  captureFile(
+    relativePath: string,
+    write: (directory: string, space: CacheSpace) => Promise<import("./cache.js").CachedFile>,
+    kind: FileKind,
+    options?: { contentType?: string; detail?: Record<string, string | number> },
+  ): Promise<ExportedFile>;
+  json(relativePath: string, value: unknown, kind: FileKind): Promise<ExportedFile>;
+}
+
+/** Hosted feature data (features, attachments): plugged in by the feature export. */
+export interface ServiceDataExporter {
+  /** The latest data edit of the service's layers, part of the item's version. */
+  dataVersion(item: PortalItem, serviceUrl: string): Promise<number | undefined>;
+  export(
+    item: PortalItem,
+    serviceUrl: string,
+    writer: VersionWriter,
+  ): Promise<{ notes: string[]; counts: Record<string, number> }>;
+}
+
+export interface ItemExportContext {
+  portal: PortalClient;
+  store: BackupStore;
+  cacheDirectory: string;
+  cacheSpace: CacheSpace;
+  log: Logger;
+  serviceData?: ServiceDataExporter;
+}
+
+const SERVICE_TYPES = new Set([
+  "Feature Service",
+  "Map Service",
+  "Image Service",
+  "Vector Tile Service",
+  "Scene Service",
+  "WFS",
+  "WMS",
+]);
+
+/** Forward relationships worth recording per item type (reverse ones are the other item's forward). */
+const RELATIONSHIPS: Record<string, string[]> = {
+  "Web Map": ["Map2Service", "Map2FeatureCollection", "Map2Area"],
+  "Web Mapping Application": ["WMA2Code"],
+  Form: ["Survey2Service", "Survey2Data"],
+  "Feature Service": ["Service2Data", "Service2Service", "Service2Layer"],
+  "Map Area": ["Area2Package", "Area2CustomPackage"],
+};
+
+const FILE_ATTEMPTS = 3;
+
+export function isHostedFeatureService(item: { type: string; typeKeywords?: string[] }): boolean {
+  const keywords = item.typeKeywords ?? [];
+  return item.type === "Feature Service" && keywords.includes("Hosted Service");
+}
+
+export function isView(item: { typeKeywords?: string[] }): boolean {
+  return (item.typeKeywords ?? []).includes("View Service");
+}
+
+/**
+ * Exports one item into `items/<id>/<version>/`, or reports it unchanged when that version is
+ * already complete. A failure is returned (with its reason), never thrown, unless it is
+ * worth retrying the whole batch (the org is throttled, the portal is down).
+ */
+export async function exportItem(ctx: ItemExportContext, record: InventoryRecord): Promise<ItemResult> {
+  const base: ItemResult = {
+    itemId: record.id,
+    title: record.title,
+    type: record.type,
+    owner: record.owner,
+    folderId: record.folderId,
+    folderTitle: record.folderTitle,
+    access: record.access,
+    groups: record.groups,
+    status: "failed",
+    files: [],
+    bytes: 0,
+    notes: [],
+  };
+  const log = ctx.log.child({ itemId: record.id });
+  try {
+    const hostedData = isHostedFeatureService(record) && !isView(record) && record.url && ctx.serviceData;
+    const dataEditedAt = hostedData
+      ? await ctx.serviceData?.dataVersion(record as unknown as PortalItem, record.url as string)
+      : undefined;
+    const version = itemVersion(record.modified, dataEditedAt);
+    const prefix = itemVersionPrefix(record.id, version);
+    const existing = await ctx.store.readJson<VersionMarker>(`${prefix}${COMPLETION_MARKER}`);
+    if (existing) {
+      return {
+        ...base,
+        status: "unchanged",
+        version,
+        files: existing.files,
+        notes: existing.notes,
+        ...(existing.counts ? { counts: existing.counts } : {}),
+      };
+    }
+    const item = await ctx.portal.json<PortalItem>(`content/items/${record.id}`, {}, { method: "GET" });
+    if (item.modified !== record.modified) {
+      // Edited since the inventory: capture what is there now, under its own version.
+      return exportItem(ctx, { ...record, modified: item.modified });
+    }
+    const writer = versionWriter(ctx, prefix);
+    const notes: string[] = [];
+    let counts: Record<string, number> | undefined;
+    await writer.json("item.json", item, "item");
+    await captureData(ctx, writer, item);
+    await optional(
+      writer.capture(
+        "metadata.xml",
+        () => ctx.portal.openStream(`content/items/${item.id}/info/metadata/metadata.xml`),
+        "metadata",
+        { contentType: "application/xml" },
+      ),
+    );
+    if (item.thumbnail) {
+      const thumbnail = item.thumbnail;
+      await optional(
+        writer.capture(
+          `thumbnail/${safeRelativePath(path.posix.basename(thumbnail))}`,
+          () => ctx.portal.openStream(`content/items/${item.id}/info/${encodePath(thumbnail)}`),
+          "thumbnail",
+          { originalName: thumbnail },
+        ),
+      );
+    }
+    await captureResources(ctx, writer, item.id);
+    await captureRelated(ctx, writer, item);
+    if (item.url && SERVICE_TYPES.has(item.type)) {
+      const service = await captureServiceDefinition(ctx, writer, item, item.url);
+      notes.push(...service.notes);
+      if (hostedData && !service.failed) {
+        const data = await ctx.serviceData!.export(item, item.url, writer);
+        notes.push(...data.notes);
+        counts = data.counts;
+      } else if (!isHostedFeatureService(item)) {
+        notes.push(
+          "Not a hosted service: its data lives in the publisher's own data store; definitions and URL only",
+        );
+      } else if (isView(item)) {
+        notes.push(
+          "Hosted view: its features belong to the source layer, which is backed up with its own item",
+        );
+      }
+    }
+    const marker: VersionMarker = {
+      schemaVersion: 1,
+      itemId: item.id,
+      version,
+      capturedAt: new Date().toISOString(),
+      files: dedupe(writer.files),
+      notes,
+      ...(counts ? { counts } : {}),
+    };
+    await ctx.store.uploadJson(`${prefix}${COMPLETION_MARKER}`, marker);
+    const bytes = marker.files.reduce((sum, f) => sum + f.size, 0);
+    log.info("Item exported", { version, files: marker.files.length, bytes });
+    return {
+      ...base,
+      status: "exported",
+      version,
+      files: marker.files,
+      bytes,
+      notes,
+      ...(counts ? { counts } : {}),
+    };
+  } catch (error) {
+    if (isRetryablePortalError(error)) throw error;
+    const code =
+      error instanceof PortalError || hasCode(error) ? (error as { code: string }).code : "ERR_EXPORT";
+    log.warn("Item export failed", { errorCode: code, reason: errorMessage(error) });
+    return { ...base, error: { code, message: errorMessage(error) } };
+  }
+}
+
+function versionWriter(ctx: ItemExportContext, prefix: string): VersionWriter & { files: ExportedFile[] } {
+  const files: ExportedFile[] = [];
+  return {
+    prefix,
+    files,
+    async capture(relativePath, open, kind, options = {}) {
+      for (let attempt = 1; ; attempt++) {
+        try {
+          const stream = await open();
+          if (!stream) return undefined;
+          const file = await streamToCache(stream.body, ctx.cacheDirectory, ctx.cacheSpace);
+          try {
+            const contentType = options.contentType ?? stream.contentType ?? "application/octet-stream";
+            const stored = await ctx.store.uploadCached(`${prefix}${relativePath}`, file, contentType);
+            const exported: ExportedFile = {
+              ...stored,
+              path: relativePath,
+              kind,
+              ...(options.originalName ? { originalName: options.originalName } : {}),
+              ...(options.detail ? { detail: options.detail } : {}),
+            };
+            files.push(exported);
+            return exported;
+          } finally {
+            await file.discard();
+          }
+        } catch (error) {
+          // A download cut mid-stream restarts the file from the beginning.
+          if (attempt >= FILE_ATTEMPTS || !isTransientStreamError(error)) throw error;
+        }
+      }
+    },
+    async captureFile(relativePath, write, kind, options = {}) {
+      const file = await write(ctx.cacheDirectory, ctx.cacheSpace);
+      try {
+        const stored = await ctx.store.uploadCached(
+          `${prefix}${relativePath}`,
+          file,
+          options.contentType ?? "application/octet-stream",
+        );
+        const exported: ExportedFile = {
+          ...stored,
+          path: relativePath,
+          kind,
+          ...(options.detail ? { detail: options.detail } : {}),
+        };
+        files.push(exported);
+        return exported;
+      } finally {
+        await file.discard();
+      }
+    },
+    async json(relativePath, value, kind) {
+      const stored = await ctx.store.uploadJson(`${prefix}${relativePath}`, value);
+      const exported: ExportedFile = { ...stored, path: relativePath, kind };
+      files.push(exported);
+      return exported;
+    },
+  };
+}
+
+function isTransientStreamError(error: unknown): boolean {
+  if (isRetryablePortalError(error)) return true;
+  const code = (error as NodeJS.ErrnoException).code;
+  return (
+    code === "ECONNRESET" ||
+    code === "UND_ERR_SOCKET" ||
+    code === "ERR_STREAM_PREMATURE_CLOSE" ||
+    error instanceof TypeError
+  );
+}
+
+async function captureData(ctx: ItemExportContext, writer: VersionWriter, item: PortalItem) {
+  const open = () => ctx.portal.openStream(`content/items/${item.id}/data`);
+  const probe = await optional(open());
+  if (!probe) return undefined;
+  const isJson = (probe.contentType ?? "").includes("json");
+  const name = isJson ? "data.json" : `data/${safeRelativePath(probe.fileName ?? item.name ?? "data")}`;
+  let first: PortalStream | undefined = probe;
+  return writer.capture(
+    name,
+    async () => {
+      // The probe's stream is used for the first attempt; retries open a new one.
+      const stream = first ?? (await open());
+      first = undefined;
+      return stream;
+    },
+    "data",
+    {
+      ...(isJson ? { contentType: "application/json" } : {}),
+      originalName: probe.fileName ?? item.name ?? "data",
+    },
+  );
+}
+
+async function captureResources(
+  ctx: ItemExportContext,
+  writer: VersionWriter,
+  itemId: string,
+): Promise<void> {
+  let start = 1;
+  for (let guard = 0; guard < 1000; guard++) {
+    const page = await ctx.portal
+      .json<PagedResponse & { resources?: Array<{ resource: string; size?: number }> }>(
+        `content/items/${itemId}/resources`,
+        { start, num: 100 },
+        { method: "GET" },
+      )
+      .catch((error: unknown) => {
+        if (error instanceof PortalNotFoundError) return undefined;
+        throw error;
+      });
+    if (!page) break;
+    for (const entry of page.resources ?? []) {
+      await writer.capture(
+        `resources/${safeRelativePath(entry.resource)}`,
+        () => ctx.portal.openStream(`content/items/${itemId}/resources/${encodePath(entry.resource)}`),
+        "resource",
+        { originalName: entry.resource },
+      );
+    }
+    if (!page.nextStart || page.nextStart < 0 || page.nextStart <= start) break;
+    start = page.nextStart;
+  }
+}
+
+async function captureRelated(ctx: ItemExportContext, writer: VersionWriter, item: PortalItem) {
+  const types = RELATIONSHIPS[item.type] ?? [];
+  const queries = types.map((type) => ({ type, direction: "forward" }));
+  if (isView(item)) queries.push({ type: "Service2Service", direction: "reverse" });
+  if (queries.length === 0) return;
+  const related: Array<{ relationshipType: string; direction: string; itemIds: string[] }> = [];
+  for (const query of queries) {
+    const response = await ctx.portal.json<{ relatedItems?: PortalItem[] }>(
+      `content/items/${item.id}/relatedItems`,
+      { relationshipType: query.type, direction: query.direction },
+      { method: "GET" },
+    );
+    const ids = (response.relatedItems ?? []).map((r) => r.id);
+    if (ids.length > 0)
+      related.push({ relationshipType: query.type, direction: query.direction, itemIds: ids });
+  }
+  await writer.json("related.json", related, "related");
+}
+
+async function captureServiceDefinition(
+  ctx: ItemExportContext,
+  writer: VersionWriter,
+  item: PortalItem,
+  url: string,
+) {
+  const notes: string[] = [];
+  try {
+    const service = await ctx.portal.json<{ layers?: Array<{ id: number }>; tables?: Array<{ id: number }> }>(
+      url,
+      {},
+      { method: "GET" },
+    );
+    await writer.json("service/service.json", service, "service");
+    if (item.type === "Feature Service" || item.type === "Map Service") {
+      for (const layer of [...(service.layers ?? []), ...(service.tables ?? [])]) {
+        const definition = await ctx.portal.json(`${url}/${layer.id}`, {}, { method: "GET" });
+        await writer.json(`service/layers/${layer.id}.json`, definition, "layer");
+      }
+    }
+    return { notes, failed: false };
+  } catch (error) {
+    if (isRetryablePortalError(error)) throw error;
+    // A registered service that is down or gone: keep the item, say why the definition is missing.
+    notes.push(`Service definition not captured: ${errorMessage(error)}`);
+    return { notes, failed: true };
+  }
+}
+
+/** A missing optional part (no data, no metadata) is not a failure. */
+async function optional<T>(promise: Promise<T>): Promise<T | undefined> {
+  try {
+    return await promise;
+  } catch (error) {
+    if (error instanceof PortalNotFoundError) return undefined;
+    if (error instanceof PortalError && error.arcgisCode === 400 && !error.messageCode) return undefined;
+    throw error;
+  }
+}
+
+function encodePath(value: string): string {
+  return value
+    .split("/")
+    .map((segment) => encodeURIComponent(segment))
+    .join("/");
+}
+
+function dedupe(files: ExportedFile[]): ExportedFile[] {
+  const byPath = new Map<string, ExportedFile>();
+  for (const file of files) byPath.set(file.path, file);
+  return [...byPath.values()];
+}
+
+function hasCode(error: unknown): boolean {
+  return typeof (error as { code?: unknown }).code === "string";
+}
