@@ -76,6 +76,8 @@ export interface PortalClientStats {
 
 export const DEFAULT_REFERER = "arcgis-org-backup";
 const MAX_REDIRECTS = 5;
+/** Bodies up to this size with a JSON or text type are checked for an ArcGIS error. */
+const ERROR_SNIFF_LIMIT = 1024 * 1024;
 
 /**
  * The one way this app talks to a portal or ArcGIS Server: parameters encoded the ArcGIS way
@@ -177,19 +179,28 @@ export class PortalClient {
           await response.body?.cancel();
           return undefined;
         }
-        if (contentType?.includes("json") || contentType?.includes("text/plain")) {
-          // Small bodies only: a JSON error hides here, and JSON item data is small.
-          const text = await this.readText(response, url);
-          if (text.length === 0) return undefined;
-          try {
-            classifyPortalBody(JSON.parse(text), url);
-          } catch (error) {
-            if (error instanceof PortalError) throw error;
+        const small = contentLength !== undefined && contentLength <= ERROR_SNIFF_LIMIT;
+        if (small && (contentType?.includes("json") || contentType?.includes("text/plain"))) {
+          // A JSON error can hide behind these types; keep the exact bytes either way.
+          const bytes = Buffer.from(await response.arrayBuffer());
+          if (bytes.length < (contentLength ?? 0)) {
+            throw new PortalTransientError(`Truncated response from ${redactPath(url)}`, {
+              code: "ERR_PORTAL_BAD_RESPONSE",
+              status: 502,
+            });
           }
+          if (bytes.length === 0) return undefined;
+          let parsed: unknown;
+          try {
+            parsed = JSON.parse(bytes.toString("utf8"));
+          } catch {
+            parsed = undefined;
+          }
+          if (parsed !== undefined) classifyPortalBody(parsed, url);
           return {
-            body: Readable.from([Buffer.from(text)]),
+            body: Readable.from([bytes]),
             contentType,
-            contentLength: Buffer.byteLength(text),
+            contentLength: bytes.length,
             fileName: fileNameFrom(response.headers.get("content-disposition")),
           } satisfies PortalStream;
         }

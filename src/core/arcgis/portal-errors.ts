@@ -75,7 +75,8 @@ export function classifyPortalBody<T>(body: T, url: string, retryAfterMs?: numbe
     if (TRANSIENT_CODES.has(code)) {
       throw new PortalTransientError(message, { code: "ERR_PORTAL_UNAVAILABLE", status: 502, ...common });
     }
-    if (messageCode === "CONT_0001" || code === 404) {
+    // CONT_0001: item missing or invisible; CONT_0036: item info file (metadata, thumbnail) missing.
+    if (messageCode === "CONT_0001" || messageCode === "CONT_0036" || code === 404) {
       throw new PortalNotFoundError(message, { code: "ERR_PORTAL_NOT_FOUND", status: 404, ...common });
     }
     if (code === 403)

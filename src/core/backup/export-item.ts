@@ -188,7 +188,7 @@ export async function exportItem(ctx: ItemExportContext, record: InventoryRecord
     await optional(
       writer.capture(
         "metadata.xml",
-        () => ctx.portal.openStream(`content/items/${item.id}/info/metadata/metadata.xml`),
+        () => openUnlessHtml(ctx.portal, `content/items/${item.id}/info/metadata/metadata.xml`),
         "metadata",
         { contentType: "application/xml" },
       ),
@@ -436,6 +436,16 @@ async function optional<T>(promise: Promise<T>): Promise<T | undefined> {
     if (error instanceof PortalError && error.arcgisCode === 400 && !error.messageCode) return undefined;
     throw error;
   }
+}
+
+/** Some portals answer a missing info file with an HTML error page instead of a JSON error. */
+async function openUnlessHtml(portal: PortalClient, url: string): Promise<PortalStream | undefined> {
+  const stream = await portal.openStream(url);
+  if (stream?.contentType?.includes("text/html")) {
+    stream.body.destroy();
+    return undefined;
+  }
+  return stream;
 }
 
 function encodePath(value: string): string {
