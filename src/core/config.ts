@@ -99,6 +99,12 @@ export const SETTINGS: readonly SettingSpec[] = [
     requiredInAzure: false,
   },
   {
+    name: "LOG_LEVEL",
+    description: "Lowest level of the app's own log lines: info, warn or error.",
+    defaultValue: "info",
+    requiredInAzure: false,
+  },
+  {
     name: "APPLICATIONINSIGHTS_CONNECTION_STRING",
     description: "Application Insights connection, set by the deployment.",
     requiredInAzure: true,
@@ -127,6 +133,7 @@ export interface AppConfig {
   cacheMaxBytes: number;
   publicBaseUrl?: string;
   managedIdentityClientId?: string;
+  logLevel: "info" | "warn" | "error";
 }
 
 type Env = Record<string, string | undefined>;
@@ -153,6 +160,10 @@ export function loadConfig(env: Env = process.env): AppConfig {
       "CACHE_MAX_BYTES must be a whole number of at least 1 MiB",
       "CACHE_MAX_BYTES",
     );
+  }
+  const logLevel = setting(env, "LOG_LEVEL");
+  if (logLevel !== "info" && logLevel !== "warn" && logLevel !== "error") {
+    throw new ConfigurationError("LOG_LEVEL must be info, warn or error", "LOG_LEVEL");
   }
   const connectionString = env.AzureWebJobsStorage?.trim();
   const appStorage: AppStorageConfig = {};
@@ -181,6 +192,7 @@ export function loadConfig(env: Env = process.env): AppConfig {
     allowInsecureLoopback: setting(env, "ALLOW_INSECURE_LOOPBACK") === "true",
     cacheRoot: setting(env, "CACHE_ROOT")!,
     cacheMaxBytes,
+    logLevel,
   };
   if (keyVaultUrl) config.keyVaultUrl = keyVaultUrl;
   const publicBaseUrl = setting(env, "PUBLIC_BASE_URL");

@@ -37,3 +37,18 @@ export const consoleLogger: Logger = createLogger((level, message, properties) =
 });
 
 export const silentLogger: Logger = createLogger(() => {});
+
+const RANK = { info: 0, warn: 1, error: 2 } as const;
+
+/** Drops lines below `level`. */
+export function atLevel(logger: Logger, level: keyof typeof RANK): Logger {
+  if (level === "info") return logger;
+  const pass = (l: keyof typeof RANK) => RANK[l] >= RANK[level];
+  const wrap = (inner: Logger): Logger => ({
+    info: (m, p) => pass("info") && inner.info(m, p),
+    warn: (m, p) => pass("warn") && inner.warn(m, p),
+    error: (m, p) => inner.error(m, p),
+    child: (properties) => wrap(inner.child(properties)),
+  });
+  return wrap(logger);
+}

@@ -11,7 +11,7 @@ import { IdentityService } from "./identities/identity-service.js";
 import { OAuthSignIn } from "./identities/oauth-sign-in.js";
 import { openPortalSession } from "./identities/portal-session.js";
 import { TableIdentityStore } from "./identities/table-identity-store.js";
-import { consoleLogger, type Logger } from "./log.js";
+import { atLevel, consoleLogger, type Logger } from "./log.js";
 import { createSecretStore, defaultCredential } from "./secrets/create-secret-store.js";
 import type { SecretStore } from "./secrets/secret-store.js";
 import { openBlobContainer } from "./storage/blob-container.js";
@@ -60,7 +60,7 @@ export function getServices(): Promise<Services> {
 
 async function buildServices(): Promise<Services> {
   const config = loadConfig(overrides.env ?? process.env);
-  const log = overrides.log ?? consoleLogger;
+  const log = overrides.log ?? atLevel(consoleLogger, config.logLevel);
   let credential: TokenCredential | undefined = overrides.credential;
   const lazyCredential = () => {
     credential ??= defaultCredential(config.managedIdentityClientId);

@@ -36,6 +36,7 @@ export interface AppHarness {
 export interface ApiResponse {
   status: number;
   headers: Headers;
+  // biome-ignore lint/suspicious/noExplicitAny: API responses are free-form JSON in tests
   body: any;
   text: string;
 }
@@ -64,6 +65,7 @@ export async function startAppHarness(
       FILE_SECRET_STORE_PATH: path.join(workDir, "secrets.json"),
       ALLOW_INSECURE_LOOPBACK: "true",
       CACHE_ROOT: path.join(workDir, "cache"),
+      LOG_LEVEL: "error",
       ...options.env,
     },
   });
