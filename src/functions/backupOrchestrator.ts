@@ -45,6 +45,8 @@ interface Progress {
   itemsPerSecond: number;
   startedAt: string;
   cancelRequested: boolean;
+  /** Chunks in flight; their own custom status carries the counts they have so far. */
+  runningChunks: string[];
 }
 
 function addCounts(progress: Progress, counts: BatchCounts): void {
@@ -114,6 +116,7 @@ const backupOrchestrator: OrchestrationHandler = function* (context) {
     itemsPerSecond: 0,
     startedAt: started.toISOString(),
     cancelRequested: false,
+    runningChunks: [],
   };
   context.df.setCustomStatus(progress);
 
@@ -144,9 +147,15 @@ const backupOrchestrator: OrchestrationHandler = function* (context) {
         items: Math.min(inventory.chunkSize, inventory.itemCount - chunkIndex * inventory.chunkSize),
         batchSize: inventory.batchSize,
       };
-      return context.df.callSubOrchestrator(CHUNK_ORCHESTRATOR, chunk, `${input.runId}-chunk-${chunkIndex}`);
+      const instanceId = `${input.runId}-chunk-${chunkIndex}`;
+      progress.runningChunks.push(instanceId);
+      context.df.setCustomStatus(progress);
+      return context.df.callSubOrchestrator(CHUNK_ORCHESTRATOR, chunk, instanceId);
     },
-    (_index, task) => {
+    (chunkIndex, task) => {
+      progress.runningChunks = progress.runningChunks.filter(
+        (id) => id !== `${input.runId}-chunk-${chunkIndex}`,
+      );
       if (!task.isFaulted) addCounts(progress, task.result as BatchCounts);
       progress.chunksDone++;
       const seconds = (context.df.currentUtcDateTime.getTime() - started.getTime()) / 1000;
@@ -204,6 +213,7 @@ const backupChunkOrchestrator: OrchestrationHandler = function* (context) {
     function* (batchIndex, task) {
       if (!task.isFaulted) {
         add(task.result as BatchCounts);
+        context.df.setCustomStatus(totals);
         return;
       }
       // Retries exhausted (the portal stayed down or throttled): record the batch as failed.
@@ -215,6 +225,7 @@ const backupChunkOrchestrator: OrchestrationHandler = function* (context) {
         reason: String((task.result as Error | undefined)?.message ?? "the batch failed after its retries"),
       })) as BatchCounts;
       add(failed);
+      context.df.setCustomStatus(totals);
     },
     () => false,
   );

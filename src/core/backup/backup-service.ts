@@ -42,6 +42,10 @@ const startSchema = z.strictObject({
     .optional(),
 });
 
+const COUNT_KEYS = ["exported", "unchanged", "failed", "bytes", "requests", "retries", "throttled"] as const;
+type LiveCounts = Record<(typeof COUNT_KEYS)[number], number>;
+type LiveProgress = LiveCounts & { itemsDone: number; runningChunks?: string[] };
+
 const TERMINAL = new Set(["Completed", "Failed", "Terminated", "Canceled"]);
 
 /** Start, list, follow and cancel backups, and start the scheduled ones that are due. */
@@ -116,7 +120,16 @@ export class BackupService {
     if (!run) throw new NotFoundError(`Backup run ${runId} not found`);
     if (run.status !== "running") return run;
     const status = await orchestrations.status(runId);
-    return { ...run, ...(status?.customStatus ? { progress: status.customStatus } : {}) };
+    const progress = status?.customStatus as LiveProgress | undefined;
+    if (progress?.runningChunks?.length) {
+      // Chunks in flight report their own counts; add them so progress moves batch by batch.
+      for (const chunkId of progress.runningChunks) {
+        const chunk = (await orchestrations.status(chunkId))?.customStatus as Partial<LiveCounts> | undefined;
+        for (const key of COUNT_KEYS) progress[key] += chunk?.[key] ?? 0;
+      }
+      progress.itemsDone = progress.exported + progress.unchanged + progress.failed;
+    }
+    return { ...run, ...(progress ? { progress } : {}) };
   }
 
   async cancel(runId: string, orchestrations: OrchestrationClient): Promise<RunRecord> {

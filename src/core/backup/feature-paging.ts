@@ -1,3 +1,5 @@
+import { FeaturePagingError } from "./feature-errors.js";
+
 /** Count and id queries on one layer, as the id scan needs them. */
 export interface IdSource {
   readonly objectIdField: string;
@@ -35,7 +37,8 @@ export async function* objectIdPages(
   function* take(ids: number[], flush: boolean): Generator<number[]> {
     for (const id of ids) {
       // Windows are disjoint and sorted, so this only trips on a server that ignores the where.
-      if (!(id > previous)) throw new Error(`object id ${id} out of order after ${previous}`);
+      if (!(id > previous))
+        throw new FeaturePagingError(`Object id ${id} came out of order after ${previous}`);
       previous = id;
       pending.push(id);
       if (pending.length >= pageSize) {
@@ -67,7 +70,8 @@ export async function* objectIdPages(
     const window = await source.ids(where);
     if (window.exceeded) {
       // The server capped its id list: the window was too wide; ask again for less.
-      if (width <= 1) throw new Error(`the server caps object ids even for a single id at ${start}`);
+      if (width <= 1)
+        throw new FeaturePagingError(`The service caps object ids even for a window of one id at ${start}`);
       width = Math.max(1, Math.floor(width / 4));
       continue;
     }
@@ -84,6 +88,9 @@ export async function* objectIdPages(
           );
     width = Math.floor(width);
     if (ids.length === 0 || seen >= expected) {
+      if (lo > Number.MAX_SAFE_INTEGER) {
+        throw new FeaturePagingError(`The service counts features beyond object id ${hi} but returns none`);
+      }
       const rest = await source.count(`${field} >= ${lo}`);
       if (rest === 0) break;
       if (rest <= base) {

@@ -45,7 +45,7 @@ export interface InventorySummary {
   groups: number;
 }
 
-export const INVENTORY_CHUNK_SIZE = 500;
+export const INVENTORY_CHUNK_SIZE = 200;
 const PAGE = 100;
 const LISTING_CONCURRENCY = 6;
 

@@ -7,8 +7,7 @@ export interface Bucket {
 /** The bucket at `now`: refilled at `ratePerMs`, never above `capacity` (a debt stays a debt). */
 export function refill(bucket: Bucket, now: number, ratePerMs: number, capacity: number): Bucket {
   const elapsed = Math.max(0, now - bucket.at);
-  const tokens = Math.min(capacity, bucket.tokens + elapsed * ratePerMs);
-  return { tokens: Math.max(tokens, Math.min(bucket.tokens, capacity)), at: Math.max(now, bucket.at) };
+  return { tokens: Math.min(capacity, bucket.tokens + elapsed * ratePerMs), at: Math.max(now, bucket.at) };
 }
 
 /**
