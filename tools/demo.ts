@@ -46,6 +46,7 @@ async function call(method: string, route: string, body?: unknown) {
     headers: body === undefined ? {} : { "content-type": "application/json" },
     ...(body === undefined ? {} : { body: JSON.stringify(body) }),
   });
+  // biome-ignore lint/suspicious/noExplicitAny: the demo prints free-form API answers
   const json = (await response.json()) as Record<string, any>;
   if (response.status >= 400)
     throw new Error(`${method} ${route} → ${response.status} ${JSON.stringify(json)}`);
