@@ -130,6 +130,10 @@ export class BackupRunner {
       error: { code: "ERR_BATCH_RETRIES_EXHAUSTED", message: input.reason },
     }));
     await session.store.uploadJson(batchResultName(input.runId, input.chunkIndex, input.batchIndex), results);
+    const log = this.deps.log.child({ runId: input.runId, identityId: input.identityId });
+    for (const result of results) {
+      log.warn("BackupItemFailed", { itemId: result.itemId, code: "ERR_BATCH_RETRIES_EXHAUSTED", reason: input.reason });
+    }
     return countResults(results, session.portal.stats, session.portal.stats);
   }
 

@@ -248,7 +248,8 @@ export async function exportItem(ctx: ItemExportContext, record: InventoryRecord
     if (isRetryablePortalError(error)) throw error;
     const code =
       error instanceof PortalError || hasCode(error) ? (error as { code: string }).code : "ERR_EXPORT";
-    log.warn("Item export failed", { errorCode: code, reason: errorMessage(error) });
+    // The monitoring contract: one BackupItemFailed line per failed item (see docs/deploy.md).
+    log.warn("BackupItemFailed", { code, reason: errorMessage(error) });
     return { ...base, error: { code, message: errorMessage(error) } };
   }
 }
