@@ -5,7 +5,9 @@ import type { BenchResult, BenchSection } from "./types.js";
  * measurement with its ratio against a baseline measured in the same run. `--quick` shrinks
  * the workloads for a smoke run.
  */
-const sections: Record<string, () => Promise<BenchSection>> = {};
+const sections: Record<string, () => Promise<BenchSection>> = {
+  "local-host": async () => (await import("./local-host.js")).benchLocalHost,
+};
 
 async function main(): Promise<void> {
   const args = process.argv.slice(2);
