@@ -6,6 +6,7 @@ import type { BenchResult, BenchSection } from "./types.js";
  * the workloads for a smoke run.
  */
 const sections: Record<string, () => Promise<BenchSection>> = {
+  backup: async () => (await import("./backup.js")).benchBackup,
   "local-host": async () => (await import("./local-host.js")).benchLocalHost,
 };
 

@@ -1,6 +1,7 @@
 // Azure Monitor workbook on the Application Insights component: runs per identity, durations, exported
-// volume and item failures by reason. The queries live in workbook.json; the shared BackupRunCompleted
-// projection (queries/backup-runs.kql) is spliced in as a JSON string.
+// volume and item failures by reason. The queries live in workbook.json; the shared projections of the
+// BackupRunCompleted and BackupItemFailed events (queries/backup-runs.kql, queries/item-failures.kql) are
+// spliced in as JSON strings.
 param location string = resourceGroup().location
 param tags object = {}
 param applicationInsightsId string
@@ -8,8 +9,14 @@ param displayName string = 'ArcGIS org backup'
 
 var backupRuns = loadTextContent('queries/backup-runs.kql')
 var backupRunsJson = replace(replace(replace(replace(backupRuns, '\\', '\\\\'), '"', '\\"'), '\r', ''), '\n', '\\n')
+var itemFailures = loadTextContent('queries/item-failures.kql')
+var itemFailuresJson = replace(replace(replace(replace(itemFailures, '\\', '\\\\'), '"', '\\"'), '\r', ''), '\n', '\\n')
 var serializedData = replace(
-  replace(loadTextContent('workbook.json'), '{{BACKUP_RUNS}}', backupRunsJson),
+  replace(
+    replace(loadTextContent('workbook.json'), '{{BACKUP_RUNS}}', backupRunsJson),
+    '{{ITEM_FAILURES}}',
+    itemFailuresJson
+  ),
   '{{APP_INSIGHTS_ID}}',
   applicationInsightsId
 )

@@ -9,6 +9,8 @@ export interface Logger {
   info(message: string, properties?: LogProperties): void;
   warn(message: string, properties?: LogProperties): void;
   error(message: string, properties?: LogProperties): void;
+  /** A monitoring event (BackupRunCompleted, BackupItemFailed): never filtered by LOG_LEVEL. */
+  event(name: string, properties?: LogProperties, level?: "info" | "warn"): void;
   /** A logger whose lines all carry these properties too. */
   child(properties: LogProperties): Logger;
 }
@@ -24,13 +26,19 @@ export function createLogger(sink: Sink, base: LogProperties = {}): Logger {
     info: emit("info"),
     warn: emit("warn"),
     error: emit("error"),
+    event: (name, properties = {}, level = "info") => sink(level, name, { ...base, ...properties }),
     child: (properties) => createLogger(sink, { ...base, ...properties }),
   };
 }
 
+/** One JSON object; the level and message always win over properties of the same name. */
+export function formatLine(level: string, message: string, properties: LogProperties): string {
+  return JSON.stringify({ ...properties, level, message });
+}
+
 /** One JSON object per line on stdout/stderr: what the Functions worker forwards to App Insights. */
 export const consoleLogger: Logger = createLogger((level, message, properties) => {
-  const line = JSON.stringify({ level, message, ...properties });
+  const line = formatLine(level, message, properties);
   if (level === "error") console.error(line);
   else if (level === "warn") console.warn(line);
   else console.info(line);
@@ -48,6 +56,7 @@ export function atLevel(logger: Logger, level: keyof typeof RANK): Logger {
     info: (m, p) => pass("info") && inner.info(m, p),
     warn: (m, p) => pass("warn") && inner.warn(m, p),
     error: (m, p) => inner.error(m, p),
+    event: (name, p, l) => inner.event(name, p, l),
     child: (properties) => wrap(inner.child(properties)),
   });
   return wrap(logger);

@@ -120,7 +120,13 @@ const backupOrchestrator: OrchestrationHandler = function* (context) {
   };
   context.df.setCustomStatus(progress);
 
-  let inventory: { itemCount: number; chunkCount: number; chunkSize: number; batchSize: number };
+  let inventory: {
+    itemCount: number;
+    unchangedCount: number;
+    chunkCount: number;
+    chunkSize: number;
+    batchSize: number;
+  };
   try {
     inventory = yield context.df.callActivityWithRetry(INVENTORY_ACTIVITY, retryPolicy(), input);
   } catch (error) {
@@ -132,7 +138,9 @@ const backupOrchestrator: OrchestrationHandler = function* (context) {
     });
   }
   progress.phase = "export";
-  progress.itemsTotal = inventory.itemCount;
+  progress.itemsTotal = inventory.itemCount + inventory.unchangedCount;
+  progress.unchanged = inventory.unchangedCount;
+  progress.itemsDone = inventory.unchangedCount;
   progress.chunksTotal = inventory.chunkCount;
   context.df.setCustomStatus(progress);
 

@@ -165,66 +165,64 @@ export class PortalClient {
    * as its typed error. Retries cover the response; a failure mid-stream is the caller's to
    * retry (it restarts the file).
    */
-  async openStream(pathOrUrl: string, params: Record<string, unknown> = {}, options: RequestOptions = {}) {
+  async openStream(
+    pathOrUrl: string,
+    params: Record<string, unknown> = {},
+    options: RequestOptions = {},
+  ): Promise<PortalStream | undefined> {
     const url = this.resolve(pathOrUrl);
-    return this.withRetries(
-      url,
-      options,
-      async (token, signal, controller) => {
-        const response = await this.send(url, params, token, signal, "GET");
-        const contentType = response.headers.get("content-type") ?? undefined;
-        const lengthHeader = response.headers.get("content-length");
-        const contentLength = lengthHeader === null ? undefined : Number(lengthHeader);
-        if (contentLength === 0 || !response.body) {
-          await response.body?.cancel();
-          return undefined;
+    return this.withRetries(url, options, async (token, signal, controller) => {
+      const response = await this.send(url, params, token, signal, "GET");
+      const contentType = response.headers.get("content-type") ?? undefined;
+      const lengthHeader = response.headers.get("content-length");
+      const contentLength = lengthHeader === null ? undefined : Number(lengthHeader);
+      if (contentLength === 0 || !response.body) {
+        await response.body?.cancel();
+        return undefined;
+      }
+      const small = contentLength !== undefined && contentLength <= ERROR_SNIFF_LIMIT;
+      if (small && (contentType?.includes("json") || contentType?.includes("text/plain"))) {
+        // A JSON error can hide behind these types; keep the exact bytes either way.
+        const bytes = Buffer.from(await response.arrayBuffer());
+        if (bytes.length < (contentLength ?? 0)) {
+          throw new PortalTransientError(`Truncated response from ${redactPath(url)}`, {
+            code: "ERR_PORTAL_BAD_RESPONSE",
+            status: 502,
+          });
         }
-        const small = contentLength !== undefined && contentLength <= ERROR_SNIFF_LIMIT;
-        if (small && (contentType?.includes("json") || contentType?.includes("text/plain"))) {
-          // A JSON error can hide behind these types; keep the exact bytes either way.
-          const bytes = Buffer.from(await response.arrayBuffer());
-          if (bytes.length < (contentLength ?? 0)) {
-            throw new PortalTransientError(`Truncated response from ${redactPath(url)}`, {
-              code: "ERR_PORTAL_BAD_RESPONSE",
-              status: 502,
-            });
-          }
-          if (bytes.length === 0) return undefined;
-          let parsed: unknown;
-          try {
-            parsed = JSON.parse(bytes.toString("utf8"));
-          } catch {
-            parsed = undefined;
-          }
-          if (parsed !== undefined) classifyPortalBody(parsed, url);
-          return {
-            body: Readable.from([bytes]),
-            contentType,
-            contentLength: bytes.length,
-            fileName: fileNameFrom(response.headers.get("content-disposition")),
-          } satisfies PortalStream;
+        if (bytes.length === 0) return undefined;
+        let parsed: unknown;
+        try {
+          parsed = JSON.parse(bytes.toString("utf8"));
+        } catch {
+          parsed = undefined;
         }
-        const stream: PortalStream = {
-          body: withIdleTimeout(
-            Readable.fromWeb(response.body as WebReadableStream<Uint8Array>),
-            this.options.idleTimeoutMs,
-            controller,
-          ),
+        if (parsed !== undefined) classifyPortalBody(parsed, url);
+        return {
+          body: Readable.from([bytes]),
           contentType,
-          contentLength,
+          contentLength: bytes.length,
           fileName: fileNameFrom(response.headers.get("content-disposition")),
-        };
-        return stream;
-      },
-      true,
-    );
+        } satisfies PortalStream;
+      }
+      const stream: PortalStream = {
+        body: withIdleTimeout(
+          Readable.fromWeb(response.body as WebReadableStream<Uint8Array>),
+          this.options.idleTimeoutMs,
+          controller,
+        ),
+        contentType,
+        contentLength,
+        fileName: fileNameFrom(response.headers.get("content-disposition")),
+      };
+      return stream;
+    });
   }
 
   private async withRetries<T>(
     url: string,
     options: RequestOptions,
     attempt: (token: string | undefined, signal: AbortSignal, controller: AbortController) => Promise<T>,
-    streaming = false,
   ): Promise<T> {
     let refreshedToken = false;
     for (let retry = 0; ; retry++) {
@@ -260,9 +258,9 @@ export class PortalClient {
         this.stats.retryWaitMs += delay;
         await sleep(delay);
       } finally {
-        // A stream keeps its own idle watchdog; the connect timeout ends here.
+        // A stream keeps its own idle watchdog; the connect timeout ends here. (No abort on
+        // success: the body is consumed, and an abort costs an exception object per request.)
         clearTimeout(timer);
-        if (!streaming) controller.abort();
       }
     }
   }

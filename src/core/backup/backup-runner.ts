@@ -7,9 +7,15 @@ import type { Logger } from "../log.js";
 import { BackupStore } from "./backup-store.js";
 import { assertCacheWritable, type CacheSpace, cacheSpaceFor } from "./cache.js";
 import { exportItem, type ItemResult, type ServiceDataExporter } from "./export-item.js";
-import { type BackupFilter, INVENTORY_CHUNK_SIZE, readInventoryChunk, takeInventory } from "./inventory.js";
-import { batchResultName } from "./layout.js";
-import { writeManifest } from "./manifest.js";
+import {
+  type BackupFilter,
+  INVENTORY_CHUNK_SIZE,
+  type PreviousCapture,
+  readInventoryChunk,
+  takeInventory,
+} from "./inventory.js";
+import { batchResultName, MANIFEST_NAME, runPrefix } from "./layout.js";
+import { readManifest, writeManifest } from "./manifest.js";
 import type { RunRecord, RunStatus, RunStore } from "./runs.js";
 
 /** Items one activity exports; small enough to retry whole, big enough to amortise setup. */
@@ -53,6 +59,8 @@ interface IdentitySession {
 }
 
 const SESSION_TTL_MS = 10 * 60_000;
+/** Larger manifests (hundreds of thousands of items) are not loaded whole. */
+const MAX_PREVIOUS_MANIFEST_BYTES = 256 * 1024 * 1024;
 
 /**
  * What the backup activities do. Sessions (identity, signed-in portal client, container) are
@@ -67,17 +75,58 @@ export class BackupRunner {
   async inventory(input: { runId: string; identityId: string; filter?: BackupFilter }) {
     const session = await this.session(input.identityId);
     await assertCacheWritable(session.identity.cacheDirectory);
+    const log = this.deps.log.child({ runId: input.runId, identityId: input.identityId });
+    const previous = await this.previousCaptures(session, input.runId, log);
     const summary = await takeInventory({
       portal: session.portal,
       store: session.store,
       runId: input.runId,
       ...(input.filter ? { filter: input.filter } : {}),
-      log: this.deps.log.child({ runId: input.runId, identityId: input.identityId }),
+      ...(previous ? { previous } : {}),
+      log,
     });
     await this.deps.runs.update(input.identityId, input.runId, (run) => {
-      run.itemsTotal = summary.itemCount;
+      run.itemsTotal = summary.itemCount + summary.unchangedCount;
     });
     return { ...summary, chunkSize: INVENTORY_CHUNK_SIZE, batchSize: BATCH_SIZE };
+  }
+
+  /**
+   * What the newest earlier run with a manifest captured, so unchanged items are recorded
+   * without being exported (or even looked at) again. Skipped for very large manifests, where
+   * each item's completion marker answers the same question during the export.
+   */
+  private async previousCaptures(
+    session: IdentitySession,
+    runId: string,
+    log: Logger,
+  ): Promise<Map<string, PreviousCapture> | undefined> {
+    const last = (await this.deps.runs.list(session.identity.id, 20)).find(
+      (r) => r.runId !== runId && r.manifest,
+    );
+    if (!last) return undefined;
+    const name = `${runPrefix(last.runId)}${MANIFEST_NAME}`;
+    try {
+      const properties = await session.store.container
+        .getBlobClient(session.store.blobName(name))
+        .getProperties();
+      if ((properties.contentLength ?? 0) > MAX_PREVIOUS_MANIFEST_BYTES) return undefined;
+      const manifest = await readManifest(session.store, last.runId);
+      const captures = new Map<string, PreviousCapture>();
+      for (const item of manifest?.items ?? []) {
+        if (item.status !== "failed" && item.version) {
+          const { versionPath: _path, ...result } = item;
+          captures.set(item.itemId, { version: item.version, result });
+        }
+      }
+      return captures;
+    } catch (error) {
+      log.warn("Previous manifest not readable; every item's marker is checked instead", {
+        previousRunId: last.runId,
+        reason: (error as Error).message,
+      });
+      return undefined;
+    }
   }
 
   /** Exports one batch of a chunk and writes its results blob (rewritten, never duplicated, on a re-run). */
@@ -132,7 +181,11 @@ export class BackupRunner {
     await session.store.uploadJson(batchResultName(input.runId, input.chunkIndex, input.batchIndex), results);
     const log = this.deps.log.child({ runId: input.runId, identityId: input.identityId });
     for (const result of results) {
-      log.warn("BackupItemFailed", { itemId: result.itemId, code: "ERR_BATCH_RETRIES_EXHAUSTED", reason: input.reason });
+      log.warn("BackupItemFailed", {
+        itemId: result.itemId,
+        code: "ERR_BATCH_RETRIES_EXHAUSTED",
+        reason: input.reason,
+      });
     }
     return countResults(results, session.portal.stats, session.portal.stats);
   }
@@ -193,7 +246,7 @@ export class BackupRunner {
     } finally {
       await this.deps.runs.releaseLock(input.identityId, input.runId);
     }
-    this.deps.log.info("BackupRunCompleted", {
+    this.deps.log.event("BackupRunCompleted", {
       runId: run.runId,
       identityId: run.identityId,
       identityName: session.identity.name,

@@ -136,6 +136,15 @@ export function isView(item: { typeKeywords?: string[] }): boolean {
   return (item.typeKeywords ?? []).includes("View Service");
 }
 
+/** Hosted feature layers (not views): their data is edited without changing the item. */
+export function hasSeparateDataVersion(item: {
+  type: string;
+  typeKeywords?: string[];
+  url?: string | null;
+}): boolean {
+  return isHostedFeatureService(item) && !isView(item) && Boolean(item.url);
+}
+
 /**
  * Exports one item into `items/<id>/<version>/`, or reports it unchanged when that version is
  * already complete. A failure is returned (with its reason), never thrown, unless it is
@@ -158,7 +167,7 @@ export async function exportItem(ctx: ItemExportContext, record: InventoryRecord
   };
   const log = ctx.log.child({ itemId: record.id });
   try {
-    const hostedData = isHostedFeatureService(record) && !isView(record) && record.url && ctx.serviceData;
+    const hostedData = hasSeparateDataVersion(record) && ctx.serviceData;
     const dataEditedAt = hostedData
       ? await ctx.serviceData?.dataVersion(record as unknown as PortalItem, record.url as string)
       : undefined;
@@ -175,11 +184,9 @@ export async function exportItem(ctx: ItemExportContext, record: InventoryRecord
         ...(existing.counts ? { counts: existing.counts } : {}),
       };
     }
-    const item = await ctx.portal.json<PortalItem>(`content/items/${record.id}`, {}, { method: "GET" });
-    if (item.modified !== record.modified) {
-      // Edited since the inventory: capture what is there now, under its own version.
-      return exportItem(ctx, { ...record, modified: item.modified });
-    }
+    // The listing's item JSON is the item JSON; fetch it only for records made without one.
+    const item =
+      record.item ?? (await ctx.portal.json<PortalItem>(`content/items/${record.id}`, {}, { method: "GET" }));
     const writer = versionWriter(ctx, prefix);
     const notes: string[] = [];
     let counts: Record<string, number> | undefined;
@@ -249,7 +256,7 @@ export async function exportItem(ctx: ItemExportContext, record: InventoryRecord
     const code =
       error instanceof PortalError || hasCode(error) ? (error as { code: string }).code : "ERR_EXPORT";
     // The monitoring contract: one BackupItemFailed line per failed item (see docs/deploy.md).
-    log.warn("BackupItemFailed", { code, reason: errorMessage(error) });
+    log.event("BackupItemFailed", { code, reason: errorMessage(error) }, "warn");
     return { ...base, error: { code, message: errorMessage(error) } };
   }
 }

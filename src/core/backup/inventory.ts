@@ -3,7 +3,8 @@ import { PortalNotFoundError } from "../arcgis/portal-errors.js";
 import { mapWithConcurrency } from "../concurrency.js";
 import type { Logger } from "../log.js";
 import type { BackupStore } from "./backup-store.js";
-import { inventoryChunkName, runPrefix } from "./layout.js";
+import { hasSeparateDataVersion, type ItemResult } from "./export-item.js";
+import { inventoryChunkName, itemVersion, runPrefix } from "./layout.js";
 import type {
   PagedResponse,
   PortalGroup,
@@ -36,10 +37,21 @@ export interface InventoryRecord {
   url: string | null;
   access: string;
   groups: string[];
+  /** The item JSON as the listing returned it, so the export need not fetch it again. */
+  item?: PortalItem;
+}
+
+/** What the previous complete run captured of an item (from its manifest). */
+export interface PreviousCapture {
+  version: string;
+  result: ItemResult;
 }
 
 export interface InventorySummary {
+  /** Items to export (in the chunks). */
   itemCount: number;
+  /** Items already captured at their current version by an earlier run: recorded, not exported. */
+  unchangedCount: number;
   chunkCount: number;
   users: number;
   groups: number;
@@ -61,6 +73,31 @@ export async function* pages<T extends PagedResponse>(
     yield page;
     if (!page.nextStart || page.nextStart < 0 || page.nextStart <= start) return;
     start = page.nextStart;
+  }
+}
+
+/** Results of items found unchanged during the inventory, written like a batch's results. */
+class UnchangedWriter {
+  private results: ItemResult[] = [];
+  private blobs = 0;
+  count = 0;
+  constructor(
+    private readonly store: BackupStore,
+    private readonly runId: string,
+  ) {}
+
+  async add(result: ItemResult): Promise<void> {
+    this.results.push(result);
+    this.count++;
+    if (this.results.length >= INVENTORY_CHUNK_SIZE) await this.flush();
+  }
+
+  async flush(): Promise<void> {
+    if (this.results.length === 0) return;
+    const results = this.results;
+    this.results = [];
+    const name = `${runPrefix(this.runId)}results/inventory-unchanged-${String(this.blobs++).padStart(5, "0")}.json`;
+    await this.store.uploadJson(name, results);
   }
 }
 
@@ -104,6 +141,8 @@ export async function takeInventory(options: {
   store: BackupStore;
   runId: string;
   filter?: BackupFilter;
+  /** The last complete run's captures: items still at that version are not exported again. */
+  previous?: Map<string, PreviousCapture>;
   log: Logger;
 }): Promise<InventorySummary> {
   const { portal, store, runId, log } = options;
@@ -158,13 +197,31 @@ export async function takeInventory(options: {
   await store.uploadBuffer(`${orgPrefix}groups.ndjson`, ndjson(groupRecords), "application/x-ndjson");
 
   const writer = new ChunkWriter(store, runId);
+  const unchanged = new UnchangedWriter(store, runId);
   const seen = new Set<string>();
   const folders: Array<{ owner: string; id: string; title: string }> = [];
   const accept = async (item: PortalItem, folderId: string | null, folderTitle: string | null) => {
     if (seen.has(item.id)) return;
     seen.add(item.id);
     const record = toRecord(item, folderId, folderTitle, groupsOfItem.get(item.id) ?? []);
-    if (matches(record, item, filter)) await writer.add(record);
+    if (!matches(record, item, filter)) return;
+    const before = options.previous?.get(item.id);
+    // Hosted feature data changes without `modified`; those items are versioned by the export.
+    if (before && !hasSeparateDataVersion(record) && before.version === itemVersion(record.modified)) {
+      await unchanged.add({
+        ...before.result,
+        title: record.title,
+        owner: record.owner,
+        folderId: record.folderId,
+        folderTitle: record.folderTitle,
+        access: record.access,
+        groups: record.groups,
+        status: "unchanged",
+        error: undefined,
+      } as ItemResult);
+      return;
+    }
+    await writer.add(record);
   };
 
   if (filter.itemIds && filter.itemIds.length > 0) {
@@ -197,9 +254,22 @@ export async function takeInventory(options: {
     for (const item of outsideItems.values()) await accept(item, null, null);
   }
   await writer.flush();
+  await unchanged.flush();
   await store.uploadBuffer(`${orgPrefix}folders.ndjson`, ndjson(folders), "application/x-ndjson");
-  log.info("Inventory taken", { runId, items: writer.items, chunks: writer.chunks, users: users.length });
-  return { itemCount: writer.items, chunkCount: writer.chunks, users: users.length, groups: groups.length };
+  log.info("Inventory taken", {
+    runId,
+    items: writer.items,
+    unchanged: unchanged.count,
+    chunks: writer.chunks,
+    users: users.length,
+  });
+  return {
+    itemCount: writer.items,
+    unchangedCount: unchanged.count,
+    chunkCount: writer.chunks,
+    users: users.length,
+    groups: groups.length,
+  };
 }
 
 /** Reads one inventory chunk back. */
@@ -237,6 +307,7 @@ function toRecord(
     url: item.url ?? null,
     access: item.access ?? "private",
     groups,
+    item,
   };
 }
 

@@ -1,6 +1,6 @@
 import type { HttpRequest, HttpResponseInit, InvocationContext } from "@azure/functions";
 import { AppError, PayloadTooLargeError, ValidationError } from "../../core/errors.js";
-import { createLogger, type Logger } from "../../core/log.js";
+import { createLogger, formatLine, type Logger } from "../../core/log.js";
 
 export const MAX_BODY_BYTES = 1024 * 1024;
 
