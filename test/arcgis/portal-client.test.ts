@@ -1,0 +1,237 @@
+import { afterAll, beforeAll, beforeEach, describe, expect, test } from "vitest";
+import { PortalClient } from "../../src/core/arcgis/portal-client.js";
+import {
+  PortalAuthError,
+  PortalNotFoundError,
+  PortalSignInError,
+  PortalTransientError,
+} from "../../src/core/arcgis/portal-errors.js";
+import { calculateRetryDelay, parseRetryAfter } from "../../src/core/arcgis/retry-delay.js";
+import {
+  authorizeUrl,
+  createPkcePair,
+  exchangeAuthorizationCode,
+  RefreshTokenProvider,
+  UsernamePasswordTokenProvider,
+} from "../../src/core/arcgis/token-providers.js";
+import { type PortalSim, startPortalSim } from "../portal-sim/index.js";
+
+let sim: PortalSim;
+
+beforeAll(async () => {
+  sim = await startPortalSim({ size: "tiny", seed: 3 });
+});
+afterAll(async () => {
+  await sim?.close();
+});
+beforeEach(() => {
+  sim.setFaults([]);
+  sim.stats.reset();
+});
+
+function signedIn(options: Partial<ConstructorParameters<typeof PortalClient>[0]> = {}) {
+  const tokenClient = new PortalClient({ sharingUrl: sim.sharingUrl });
+  const tokens = new UsernamePasswordTokenProvider(tokenClient, {
+    ...sim.admin,
+    referer: tokenClient.referer,
+  });
+  return new PortalClient({ sharingUrl: sim.sharingUrl, tokens, baseDelayMs: 10, ...options });
+}
+
+async function readAll(stream: NodeJS.ReadableStream): Promise<Buffer> {
+  const chunks: Buffer[] = [];
+  for await (const chunk of stream) chunks.push(chunk as Buffer);
+  return Buffer.concat(chunks);
+}
+
+describe("the portal client", () => {
+  test("follows the 302 of file data to the storage host without the token", async () => {
+    const client = signedIn();
+    const fileItem = [...sim.model.items()].find((i) => i.type === "PDF")!;
+    const stream = await client.openStream(`content/items/${fileItem.id}/data`);
+    expect(stream).toBeDefined();
+    const bytes = await readAll(stream!.body);
+    expect(bytes.equals(sim.model.itemDataBuffer(fileItem.id)!)).toBe(true);
+    expect(sim.stats.count("storage/blob")).toBe(1);
+  });
+
+  test("an item without data is an empty answer, a missing item a typed not-found error", async () => {
+    const client = signedIn();
+    const noData = [...sim.model.items()].find((i) => sim.model.itemDataBuffer(i.id) === null)!;
+    expect(await client.openStream(`content/items/${noData.id}/data`)).toBeUndefined();
+    await expect(client.json("content/items/0123456789abcdef0123456789abcdef")).rejects.toBeInstanceOf(
+      PortalNotFoundError,
+    );
+  });
+
+  test("an expired token (498) is refreshed once and the call succeeds", async () => {
+    const client = signedIn();
+    await client.json("portals/self");
+    sim.expireTokens();
+    const self = await client.json<{ id: string }>("portals/self");
+    expect(self.id).toBe(sim.orgId);
+    expect(client.stats.tokenRefreshes).toBe(1);
+    expect(sim.stats.count("sharing/generateToken")).toBe(2);
+  });
+
+  test("429 honours Retry-After; 5xx, resets and truncated bodies are retried", async () => {
+    const client = signedIn();
+    await client.json("portals/self");
+    sim.setFaults([
+      { match: "sharing/portals/self", action: "status", status: 429, retryAfter: 1, times: 1 },
+    ]);
+    const started = Date.now();
+    await client.json("portals/self");
+    expect(Date.now() - started).toBeGreaterThanOrEqual(950);
+    sim.setFaults([
+      { match: "sharing/community/self", action: "bodyError", status: 503, times: 1 },
+      { match: "sharing/community/self", action: "reset", after: 1, times: 1 },
+      { match: "sharing/community/self", action: "truncate", after: 2, times: 1 },
+    ]);
+    const user = await client.json<{ username: string }>("community/self");
+    expect(user.username).toBe(sim.admin.username);
+    expect(client.stats.retries).toBeGreaterThanOrEqual(4);
+    expect(client.stats.throttled).toBe(1);
+  });
+
+  test("every attempt has a timeout, and retries are bounded", async () => {
+    const client = signedIn({ timeoutMs: 150, maxRetries: 2 });
+    await client.json("portals/self");
+    sim.setFaults([{ match: "sharing/community/self", action: "latency", latencyMs: 1_000 }]);
+    const error = await client.json("community/self").catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(PortalTransientError);
+    expect((error as PortalTransientError).code).toBe("ERR_PORTAL_TIMEOUT");
+    expect(client.stats.retries).toBe(2);
+  });
+
+  test("a token never appears in an error message", async () => {
+    const client = signedIn({ maxRetries: 0 });
+    await client.json("portals/self");
+    sim.setFaults([{ match: "sharing/community/self", action: "status", status: 500 }]);
+    const error = (await client
+      .json("community/self", {}, { method: "GET" })
+      .catch((e: unknown) => e)) as Error;
+    expect(error.message).toMatch(/HTTP 500/);
+    expect(error.message).not.toMatch(/token=/);
+  });
+
+  test("wrong credentials are a sign-in error, not retried", async () => {
+    const tokenClient = new PortalClient({ sharingUrl: sim.sharingUrl });
+    const tokens = new UsernamePasswordTokenProvider(tokenClient, {
+      username: sim.admin.username,
+      password: "not-the-password",
+      referer: tokenClient.referer,
+    });
+    const error = await tokens.getToken().catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(PortalSignInError);
+    expect((error as Error).message).not.toContain("not-the-password");
+    expect(sim.stats.count("sharing/generateToken")).toBe(1);
+  });
+
+  test("concurrent callers share one token request", async () => {
+    const tokenClient = new PortalClient({ sharingUrl: sim.sharingUrl });
+    const tokens = new UsernamePasswordTokenProvider(tokenClient, {
+      ...sim.admin,
+      referer: tokenClient.referer,
+    });
+    const all = await Promise.all(Array.from({ length: 10 }, () => tokens.getToken()));
+    expect(new Set(all).size).toBe(1);
+    expect(sim.stats.count("sharing/generateToken")).toBe(1);
+  });
+});
+
+describe("OAuth 2.0 user sign-in", () => {
+  async function signIn() {
+    const { verifier, challenge } = createPkcePair();
+    const redirectUri = "http://127.0.0.1:7071/api/oauth/callback";
+    const url = authorizeUrl(sim.sharingUrl, {
+      clientId: sim.oauthApp.clientId,
+      redirectUri,
+      state: "s1",
+      codeChallenge: challenge,
+    });
+    const redirect = await fetch(url, { redirect: "manual" });
+    const code = new URL(redirect.headers.get("location")!).searchParams.get("code")!;
+    const client = new PortalClient({ sharingUrl: sim.sharingUrl });
+    return {
+      client,
+      redirectUri,
+      ...(await exchangeAuthorizationCode(client, {
+        clientId: sim.oauthApp.clientId,
+        redirectUri,
+        code,
+        codeVerifier: verifier,
+      })),
+    };
+  }
+
+  test("a wrong PKCE verifier is refused", async () => {
+    const { challenge } = createPkcePair();
+    const redirectUri = "http://127.0.0.1:7071/api/oauth/callback";
+    const url = authorizeUrl(sim.sharingUrl, {
+      clientId: sim.oauthApp.clientId,
+      redirectUri,
+      state: "s",
+      codeChallenge: challenge,
+    });
+    const code = new URL(
+      (await fetch(url, { redirect: "manual" })).headers.get("location")!,
+    ).searchParams.get("code")!;
+    const client = new PortalClient({ sharingUrl: sim.sharingUrl });
+    await expect(
+      exchangeAuthorizationCode(client, {
+        clientId: sim.oauthApp.clientId,
+        redirectUri,
+        code,
+        codeVerifier: "wrong",
+      }),
+    ).rejects.toBeInstanceOf(PortalSignInError);
+  });
+
+  test("the refresh token is exchanged for a new one before it expires, and the new one is saved", async () => {
+    const first = await signIn();
+    expect(first.username).toBe(sim.admin.username);
+    const saved: Array<{ refreshToken: string }> = [];
+    const provider = new RefreshTokenProvider(first.client, {
+      clientId: sim.oauthApp.clientId,
+      redirectUri: first.redirectUri,
+      // Pretend it expires in a day: inside the 7-day rotation window.
+      state: { refreshToken: first.refreshToken, expiresAt: Date.now() + 24 * 3600_000 },
+      onRotated: async (state) => {
+        saved.push(state);
+      },
+    });
+    const token = await provider.getToken();
+    expect(saved).toHaveLength(1);
+    expect(saved[0]?.refreshToken).not.toBe(first.refreshToken);
+    const client = new PortalClient({ sharingUrl: sim.sharingUrl, tokens: provider });
+    expect((await client.json<{ username: string }>("community/self")).username).toBe(sim.admin.username);
+    expect(token).toBeTruthy();
+  });
+});
+
+describe("retry policy", () => {
+  test("exponential backoff with jitter, capped; Retry-After wins", () => {
+    const fixed = () => 0.5;
+    expect(calculateRetryDelay({ attempt: 1, baseDelayMs: 100, maxDelayMs: 10_000, random: fixed })).toBe(75);
+    expect(calculateRetryDelay({ attempt: 4, baseDelayMs: 100, maxDelayMs: 10_000, random: fixed })).toBe(
+      600,
+    );
+    expect(calculateRetryDelay({ attempt: 20, baseDelayMs: 100, maxDelayMs: 1_000, random: fixed })).toBe(
+      750,
+    );
+    expect(
+      calculateRetryDelay({ attempt: 1, baseDelayMs: 100, maxDelayMs: 1_000, retryAfterMs: 5_000 }),
+    ).toBe(5_000);
+    expect(parseRetryAfter("2")).toBe(2_000);
+    expect(parseRetryAfter(new Date(Date.now() + 3_000).toUTCString())).toBeGreaterThan(1_000);
+    expect(parseRetryAfter(null)).toBeUndefined();
+  });
+
+  test("498 without a refreshable token is an auth error", async () => {
+    const client = new PortalClient({ sharingUrl: sim.sharingUrl });
+    const item = [...sim.model.items()].find((i) => i.access === "private")!;
+    const error = await client.json(`content/items/${item.id}`, { token: "forged" }).catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(PortalAuthError);
+  });
+});
