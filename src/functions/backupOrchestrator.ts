@@ -1,6 +1,11 @@
 import type { OrchestrationContext, OrchestrationHandler, Task } from "durable-functions";
 import * as df from "durable-functions";
-import type { BackupRunner, BatchCounts, BatchInput } from "../core/backup/backup-runner.js";
+import type {
+  BackupRunner,
+  BatchCounts,
+  BatchInput,
+  InventoryOutcome,
+} from "../core/backup/backup-runner.js";
 import { BACKUP_ORCHESTRATOR, type BackupRunInput, CANCEL_EVENT } from "../core/backup/backup-service.js";
 import { getServices } from "../core/services.js";
 

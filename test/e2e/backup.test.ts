@@ -1,4 +1,6 @@
 import { createHash } from "node:crypto";
+import { rm, writeFile } from "node:fs/promises";
+import path from "node:path";
 import { afterAll, beforeAll, describe, expect, test } from "vitest";
 import type { Manifest } from "../../src/core/backup/manifest.js";
 import { type AppHarness, startAppHarness } from "../support/app-harness.js";
@@ -107,6 +109,18 @@ describe("a full backup through the local host", () => {
     expect(run.body.status).toBe("cancelled");
     const manifest = await readManifest(identityId, created.body.storage.container, first.body.runId);
     expect(manifest.status).toBe("cancelled");
+  });
+
+  test("a cache folder that is not writable fails the run with a clear error", async () => {
+    const cacheDirectory = path.join(app.workDir, "doomed-cache");
+    const created = await app.createIdentity({ extra: { cacheDirectory } });
+    expect(created.status).toBe(201);
+    // The folder is replaced by a file after the identity was saved.
+    await rm(cacheDirectory, { recursive: true, force: true });
+    await writeFile(cacheDirectory, "not a folder");
+    const run = await runBackup(created.body.id);
+    expect(run.status).toBe("failed");
+    expect(run.error.message).toMatch(/cache folder .* is not writable/);
   });
 
   test("bad requests", async () => {

@@ -1,6 +1,8 @@
 import type { ContainerClient } from "@azure/storage-blob";
 import type { PortalClient, PortalClientStats } from "../arcgis/portal-client.js";
+import { isRetryablePortalError } from "../arcgis/portal-errors.js";
 import { mapWithConcurrency } from "../concurrency.js";
+import { errorMessage } from "../errors.js";
 import type { StoredIdentity } from "../identities/identity.js";
 import type { IdentityService } from "../identities/identity-service.js";
 import type { Logger } from "../log.js";
@@ -10,6 +12,7 @@ import { exportItem, type ItemResult, type ServiceDataExporter } from "./export-
 import {
   type BackupFilter,
   INVENTORY_CHUNK_SIZE,
+  type InventorySummary,
   type PreviousCapture,
   readInventoryChunk,
   takeInventory,
@@ -22,6 +25,19 @@ import type { RunRecord, RunStatus, RunStore } from "./runs.js";
 export const BATCH_SIZE = 10;
 /** Items of one batch exported at once. */
 const ITEMS_IN_PARALLEL = 4;
+
+export type InventoryOutcome =
+  | ({ ok: true; chunkSize: number; batchSize: number } & InventorySummary)
+  | { ok: false; error: { code: string; message: string } };
+
+/** Throttling, an unreachable portal, storage 5xx or a dropped connection: a later attempt may work. */
+export function isWorthRetrying(error: unknown): boolean {
+  if (isRetryablePortalError(error)) return true;
+  const status = (error as { statusCode?: number }).statusCode;
+  if (typeof status === "number") return status >= 500 || status === 408 || status === 429;
+  const code = (error as { code?: string }).code ?? "";
+  return ["ECONNRESET", "ECONNREFUSED", "ETIMEDOUT", "EAI_AGAIN", "REQUEST_SEND_ERROR"].includes(code);
+}
 
 export interface BatchInput {
   runId: string;
@@ -72,23 +88,40 @@ export class BackupRunner {
 
   constructor(private readonly deps: RunnerDependencies) {}
 
-  async inventory(input: { runId: string; identityId: string; filter?: BackupFilter }) {
-    const session = await this.session(input.identityId);
-    await assertCacheWritable(session.identity.cacheDirectory);
-    const log = this.deps.log.child({ runId: input.runId, identityId: input.identityId });
-    const previous = await this.previousCaptures(session, input.runId, log);
-    const summary = await takeInventory({
-      portal: session.portal,
-      store: session.store,
-      runId: input.runId,
-      ...(input.filter ? { filter: input.filter } : {}),
-      ...(previous ? { previous } : {}),
-      log,
-    });
-    await this.deps.runs.update(input.identityId, input.runId, (run) => {
-      run.itemsTotal = summary.itemCount + summary.unchangedCount;
-    });
-    return { ...summary, chunkSize: INVENTORY_CHUNK_SIZE, batchSize: BATCH_SIZE };
+  /**
+   * Takes the inventory. An expected failure (a cache folder that cannot be written, a sign-in
+   * the portal refuses) comes back as an outcome, so the orchestration fails the run at once;
+   * only what is worth retrying (throttling, an unreachable portal or storage) is thrown.
+   */
+  async inventory(input: {
+    runId: string;
+    identityId: string;
+    filter?: BackupFilter;
+  }): Promise<InventoryOutcome> {
+    try {
+      const session = await this.session(input.identityId);
+      await assertCacheWritable(session.identity.cacheDirectory);
+      const log = this.deps.log.child({ runId: input.runId, identityId: input.identityId });
+      const previous = await this.previousCaptures(session, input.runId, log);
+      const summary = await takeInventory({
+        portal: session.portal,
+        store: session.store,
+        runId: input.runId,
+        ...(input.filter ? { filter: input.filter } : {}),
+        ...(previous ? { previous } : {}),
+        log,
+      });
+      await this.deps.runs.update(input.identityId, input.runId, (run) => {
+        run.itemsTotal = summary.itemCount + summary.unchangedCount;
+      });
+      return { ok: true, ...summary, chunkSize: INVENTORY_CHUNK_SIZE, batchSize: BATCH_SIZE };
+    } catch (error) {
+      if (isWorthRetrying(error)) throw error;
+      return {
+        ok: false,
+        error: { code: (error as { code?: string }).code ?? "ERR_INVENTORY", message: errorMessage(error) },
+      };
+    }
   }
 
   /**
@@ -241,7 +274,7 @@ export class BackupRunner {
     } catch (error) {
       run = await this.deps.runs.update(input.identityId, input.runId, (next) => {
         next.status = "failed";
-        next.error = { code: "ERR_MANIFEST", message: (error as Error).message };
+        next.error ??= { code: "ERR_MANIFEST", message: (error as Error).message };
       });
     } finally {
       await this.deps.runs.releaseLock(input.identityId, input.runId);
