@@ -8,6 +8,7 @@ import type { BenchResult, BenchSection } from "./types.js";
 const sections: Record<string, () => Promise<BenchSection>> = {
   backup: async () => (await import("./backup.js")).benchBackup,
   "local-host": async () => (await import("./local-host.js")).benchLocalHost,
+  pacing: async () => (await import("./pacing.js")).benchPacing,
 };
 
 async function main(): Promise<void> {

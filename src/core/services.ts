@@ -1,5 +1,6 @@
 import type { TokenCredential } from "@azure/identity";
 import type { ContainerClient } from "@azure/storage-blob";
+import { GOVERNOR_TABLE, sharedOrgGovernor } from "./arcgis/governor/index.js";
 import type { PortalClient, RequestPacer } from "./arcgis/portal-client.js";
 import { BackupRunner } from "./backup/backup-runner.js";
 import { BackupService } from "./backup/backup-service.js";
@@ -103,11 +104,18 @@ async function buildServices(): Promise<Services> {
   };
   const runs = new RunStore(await openAppTable(config.appStorage, config.runsTable, lazyCredential));
   const backups = new BackupService({ identities, runs, log });
+  const governorTable = await openAppTable(config.appStorage, GOVERNOR_TABLE, lazyCredential);
   const runner = new BackupRunner({
     identities,
     runs,
     portalFor,
     openContainer,
+    governorFor: async (identity) =>
+      sharedOrgGovernor({
+        table: governorTable,
+        orgKey: identity.sharingUrl,
+        budgetShare: identity.maxOrgBudgetShare,
+      }),
     cacheMaxBytes: config.cacheMaxBytes,
     log,
   });

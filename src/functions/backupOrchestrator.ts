@@ -45,6 +45,8 @@ interface Progress {
   requests: number;
   retries: number;
   throttled: number;
+  requestUnits: number;
+  budgetWaitMs: number;
   chunksDone: number;
   chunksTotal: number;
   itemsPerSecond: number;
@@ -62,6 +64,8 @@ function addCounts(progress: Progress, counts: BatchCounts): void {
   progress.requests += counts.requests;
   progress.retries += counts.retries;
   progress.throttled += counts.throttled;
+  progress.requestUnits += counts.requestUnits;
+  progress.budgetWaitMs += counts.budgetWaitMs;
   progress.itemsDone = progress.exported + progress.unchanged + progress.failed;
 }
 
@@ -116,6 +120,8 @@ const backupOrchestrator: OrchestrationHandler = function* (context) {
     requests: 0,
     retries: 0,
     throttled: 0,
+    requestUnits: 0,
+    budgetWaitMs: 0,
     chunksDone: 0,
     chunksTotal: 0,
     itemsPerSecond: 0,
@@ -191,8 +197,8 @@ const backupOrchestrator: OrchestrationHandler = function* (context) {
       requests: progress.requests,
       retries: progress.retries,
       throttled: progress.throttled,
-      requestUnits: 0,
-      budgetWaitMs: 0,
+      requestUnits: progress.requestUnits,
+      budgetWaitMs: progress.budgetWaitMs,
     },
   });
 };
@@ -207,6 +213,8 @@ const backupChunkOrchestrator: OrchestrationHandler = function* (context) {
     requests: 0,
     retries: 0,
     throttled: 0,
+    requestUnits: 0,
+    budgetWaitMs: 0,
   };
   const add = (counts: BatchCounts) => {
     for (const key of Object.keys(totals) as Array<keyof BatchCounts>) totals[key] += counts[key];

@@ -51,7 +51,7 @@ describe("backups survive what real portals do", () => {
     app.sim.setFaults([]);
     app.sim.stats.reset();
     const started = await app.call("POST", `/api/identities/${created.body.id}/backups`, {});
-    const expiry = setInterval(() => app.sim.expireTokens(), 150);
+    const expiry = setInterval(() => app.sim.expireTokens(), 400);
     try {
       await app.host.waitForInstance(started.body.runId, { timeoutMs: 90_000 });
     } finally {

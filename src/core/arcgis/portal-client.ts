@@ -30,8 +30,11 @@ export interface ResponseObservation {
 
 /** Hooks that let a rate governor slow requests down before the org's budget runs out. */
 export interface RequestPacer {
+  /** Awaited before every attempt, outside its timeout: waiting for budget is not a timeout. */
   beforeRequest(url: string): Promise<void>;
   afterResponse(observation: ResponseObservation): void;
+  /** A 429 that arrived as an ArcGIS error inside an HTTP 200 body. */
+  onThrottled?(url: string, retryAfterMs: number | undefined): void;
 }
 
 export interface PortalClientOptions {
@@ -56,6 +59,8 @@ export interface RequestOptions {
   /** Send the token (default true). */
   auth?: boolean;
   timeoutMs?: number;
+  /** Retries after a transient failure (default: the client's); 0 for writes that are not idempotent. */
+  maxRetries?: number;
 }
 
 export interface PortalStream {
@@ -104,8 +109,10 @@ export class PortalClient {
   private readonly tokens: TokenProvider | undefined;
   private readonly pacer: RequestPacer | undefined;
   private readonly fetchImpl: typeof fetch;
+  private readonly init: PortalClientOptions;
 
   constructor(options: PortalClientOptions) {
+    this.init = options;
     this.sharingUrl = options.sharingUrl.replace(/\/+$/, "");
     this.tokens = options.tokens;
     this.pacer = options.pacer;
@@ -119,6 +126,14 @@ export class PortalClient {
       referer: options.referer ?? DEFAULT_REFERER,
     };
     this.referer = this.options.referer;
+  }
+
+  /**
+   * The same client (sign-in, settings) with its own counters and optionally another pacer:
+   * one per unit of work, so concurrent work in a process never mixes its statistics.
+   */
+  fork(overrides: { pacer?: RequestPacer } = {}): PortalClient {
+    return new PortalClient({ ...this.init, ...overrides });
   }
 
   /** Resolves a path relative to the Sharing REST root; absolute URLs pass through. */
@@ -224,8 +239,10 @@ export class PortalClient {
     options: RequestOptions,
     attempt: (token: string | undefined, signal: AbortSignal, controller: AbortController) => Promise<T>,
   ): Promise<T> {
-    let refreshedToken = false;
+    // A token can expire between refresh and use under load; twice is enough, more is a loop.
+    let tokenRefreshes = 0;
     for (let retry = 0; ; retry++) {
+      await this.pacer?.beforeRequest(url);
       const token = options.auth === false || !this.tokens ? undefined : await this.tokens.getToken();
       const controller = new AbortController();
       const timeoutMs = options.timeoutMs ?? this.options.timeoutMs;
@@ -237,14 +254,19 @@ export class PortalClient {
         return await attempt(token, controller.signal, controller);
       } catch (raw) {
         const error = toPortalError(raw, url, controller.signal);
-        if (error instanceof PortalAuthError && token && this.tokens && !refreshedToken) {
-          refreshedToken = true;
+        // HTTP 429s reach the pacer through afterResponse; the body form only shows up here.
+        if (error instanceof PortalThrottledError && error.arcgisCode !== undefined) {
+          this.pacer?.onThrottled?.(url, error.retryAfterMs);
+        }
+        if (error instanceof PortalAuthError && token && this.tokens && tokenRefreshes < 2) {
+          tokenRefreshes++;
           this.tokens.invalidate(token);
           this.stats.tokenRefreshes++;
           retry--;
           continue;
         }
-        if (!isRetryablePortalError(error) || retry >= this.options.maxRetries) throw error;
+        const maxRetries = options.maxRetries ?? this.options.maxRetries;
+        if (!isRetryablePortalError(error) || retry >= maxRetries) throw error;
         if (error instanceof PortalThrottledError) this.stats.throttled++;
         const delay = calculateRetryDelay({
           attempt: retry + 1,
@@ -286,7 +308,6 @@ export class PortalClient {
       if (typeof body === "string") headers["content-type"] = "application/x-www-form-urlencoded";
       init = { method, headers, body: body as RequestInit["body"], signal, redirect: "manual" };
     }
-    await this.pacer?.beforeRequest(url);
     const started = performance.now();
     this.stats.requests++;
     let response = await this.fetchImpl(target, init);

@@ -1,4 +1,5 @@
 import type { ContainerClient } from "@azure/storage-blob";
+import type { GovernorStats, OrgRateGovernor, TrackedPacer } from "../arcgis/governor/index.js";
 import type { PortalClient, PortalClientStats } from "../arcgis/portal-client.js";
 import { isRetryablePortalError } from "../arcgis/portal-errors.js";
 import { mapWithConcurrency } from "../concurrency.js";
@@ -54,6 +55,8 @@ export interface BatchCounts {
   requests: number;
   retries: number;
   throttled: number;
+  requestUnits: number;
+  budgetWaitMs: number;
 }
 
 export interface RunnerDependencies {
@@ -61,6 +64,8 @@ export interface RunnerDependencies {
   runs: RunStore;
   portalFor(identity: StoredIdentity): Promise<PortalClient>;
   openContainer(identity: StoredIdentity): Promise<ContainerClient>;
+  /** The org's rate governor, shared by every run of the org (and across instances). */
+  governorFor?(identity: StoredIdentity): Promise<OrgRateGovernor>;
   serviceDataFor?(portal: PortalClient): ServiceDataExporter;
   cacheMaxBytes: number;
   log: Logger;
@@ -69,6 +74,8 @@ export interface RunnerDependencies {
 interface IdentitySession {
   identity: StoredIdentity;
   portal: PortalClient;
+  /** The org's shared rate governor (absent where pacing is off). */
+  governor: OrgRateGovernor | undefined;
   store: BackupStore;
   cacheSpace: CacheSpace;
   openedAt: number;
@@ -104,7 +111,7 @@ export class BackupRunner {
       const log = this.deps.log.child({ runId: input.runId, identityId: input.identityId });
       const previous = await this.previousCaptures(session, input.runId, log);
       const summary = await takeInventory({
-        portal: session.portal,
+        portal: this.workPortal(session).portal,
         store: session.store,
         runId: input.runId,
         ...(input.filter ? { filter: input.filter } : {}),
@@ -169,13 +176,13 @@ export class BackupRunner {
       input.batchIndex * BATCH_SIZE,
       (input.batchIndex + 1) * BATCH_SIZE,
     );
-    const before = { ...session.portal.stats };
     const log = this.deps.log.child({ runId: input.runId, identityId: input.identityId });
-    const serviceData = this.deps.serviceDataFor?.(session.portal);
+    const { portal, pacer } = this.workPortal(session);
+    const serviceData = this.deps.serviceDataFor?.(portal);
     const results = await mapWithConcurrency(records, ITEMS_IN_PARALLEL, (record) =>
       exportItem(
         {
-          portal: session.portal,
+          portal,
           store: session.store,
           cacheDirectory: session.identity.cacheDirectory,
           cacheSpace: session.cacheSpace,
@@ -186,7 +193,13 @@ export class BackupRunner {
       ),
     );
     await session.store.uploadJson(batchResultName(input.runId, input.chunkIndex, input.batchIndex), results);
-    return countResults(results, before, session.portal.stats);
+    return countResults(results, portal.stats, pacer?.stats());
+  }
+
+  /** A portal client for one unit of work: its own counters, paced by the org's governor. */
+  private workPortal(session: IdentitySession): { portal: PortalClient; pacer: TrackedPacer | undefined } {
+    const pacer = session.governor?.track();
+    return { portal: session.portal.fork(pacer ? { pacer } : {}), pacer };
   }
 
   /** A batch that kept failing after its retries: every item of it is recorded as failed. */
@@ -214,13 +227,13 @@ export class BackupRunner {
     await session.store.uploadJson(batchResultName(input.runId, input.chunkIndex, input.batchIndex), results);
     const log = this.deps.log.child({ runId: input.runId, identityId: input.identityId });
     for (const result of results) {
-      log.warn("BackupItemFailed", {
-        itemId: result.itemId,
-        code: "ERR_BATCH_RETRIES_EXHAUSTED",
-        reason: input.reason,
-      });
+      log.event(
+        "BackupItemFailed",
+        { itemId: result.itemId, code: "ERR_BATCH_RETRIES_EXHAUSTED", reason: input.reason },
+        "warn",
+      );
     }
-    return countResults(results, session.portal.stats, session.portal.stats);
+    return countResults(results);
   }
 
   /** Writes the manifest (last), closes the run record and releases the identity's lock. */
@@ -315,9 +328,11 @@ export class BackupRunner {
     const identity = await this.deps.identities.get(identityId);
     const portal = await this.deps.portalFor(identity);
     const container = await this.deps.openContainer(identity);
+    const governor = await this.deps.governorFor?.(identity);
     return {
       identity,
       portal,
+      governor,
       store: new BackupStore(container, identity.id),
       cacheSpace: cacheSpaceFor(identity.cacheDirectory, this.deps.cacheMaxBytes),
       openedAt: Date.now(),
@@ -325,19 +340,17 @@ export class BackupRunner {
   }
 }
 
-function countResults(
-  results: ItemResult[],
-  before: PortalClientStats,
-  after: PortalClientStats,
-): BatchCounts {
+function countResults(results: ItemResult[], portal?: PortalClientStats, paced?: GovernorStats): BatchCounts {
   const counts: BatchCounts = {
     exported: 0,
     unchanged: 0,
     failed: 0,
     bytes: 0,
-    requests: after.requests - before.requests,
-    retries: after.retries - before.retries,
-    throttled: after.throttled - before.throttled,
+    requests: portal?.requests ?? 0,
+    retries: portal?.retries ?? 0,
+    throttled: Math.max(portal?.throttled ?? 0, paced?.throttled ?? 0),
+    requestUnits: paced?.requestUnits ?? 0,
+    budgetWaitMs: paced?.budgetWaitMs ?? 0,
   };
   for (const result of results) {
     counts[result.status]++;

@@ -42,7 +42,17 @@ const startSchema = z.strictObject({
     .optional(),
 });
 
-const COUNT_KEYS = ["exported", "unchanged", "failed", "bytes", "requests", "retries", "throttled"] as const;
+const COUNT_KEYS = [
+  "exported",
+  "unchanged",
+  "failed",
+  "bytes",
+  "requests",
+  "retries",
+  "throttled",
+  "requestUnits",
+  "budgetWaitMs",
+] as const;
 type LiveCounts = Record<(typeof COUNT_KEYS)[number], number>;
 type LiveProgress = LiveCounts & { itemsDone: number; runningChunks?: string[] };
 

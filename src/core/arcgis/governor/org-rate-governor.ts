@@ -128,6 +128,8 @@ export class OrgRateGovernor implements RequestPacer {
   private pausedUntil = 0;
   /** Units of the current lease left (negative: overdrawn), granted at leaseFrom, usable until leaseUntil. */
   private balance = 0;
+  /** Units spent outside any lease (the conservative start), still to be charged. */
+  private unleased = 0;
   private leaseFrom = 0;
   private leaseUntil = 0;
   private pendingObservation: Observation | undefined;
@@ -138,6 +140,8 @@ export class OrgRateGovernor implements RequestPacer {
   private aimd: AimdState;
   private readonly costs = new CostEstimator();
   private headerlessStreak = 0;
+  /** Metered latency, smoothed. */
+  private lagMs = 0;
   private lastHeaderAt = Number.NEGATIVE_INFINITY;
   private refreshing: Promise<void> | undefined;
   private storeErrors = 0;
@@ -222,7 +226,7 @@ export class OrgRateGovernor implements RequestPacer {
     return {
       mode: this.mode,
       pausedUntil: this.pauseEnd(),
-      concurrency: this.mode === "adaptive" ? aimdConcurrency(this.aimd) : Number.POSITIVE_INFINITY,
+      concurrency: this.mode === "headers" ? Number.POSITIVE_INFINITY : aimdConcurrency(this.aimd),
       inFlight: this.activeFlights(now),
       waiting: this.queue.length,
       shared: this.shared,
@@ -232,18 +236,19 @@ export class OrgRateGovernor implements RequestPacer {
 
   /** Gives back the unused part of the lease (e.g. when a run ends), so others may use it. */
   async flush(): Promise<void> {
-    if (this.balance === 0 || this.pumping) return;
-    const returned = this.balance;
-    this.balance = 0;
-    this.leaseUntil = 0;
+    if ((this.balance === 0 && this.unleased === 0) || this.pumping) return;
     const input: LeaseInput = {
       now: this.now(),
       need: 0,
       want: 0,
-      returned,
+      returned: this.balance,
       returnedFrom: this.leaseFrom,
+      unleased: this.unleased,
       observation: this.takeObservation(),
     };
+    this.balance = 0;
+    this.unleased = 0;
+    this.leaseUntil = 0;
     await this.round(input);
   }
 
@@ -278,34 +283,44 @@ export class OrgRateGovernor implements RequestPacer {
     this.pumping = true;
     try {
       while (this.queue.length > 0) {
-        const head = this.queue[0] as Waiter;
-        const now = this.now();
-        const pause = this.pauseEnd() - now;
-        if (pause > 0) {
-          await this.sleep(pause);
-          continue;
+        try {
+          await this.step(this.queue[0] as Waiter);
+        } catch {
+          // Never strand callers on a bug or an odd store failure: let the head go after a pause.
+          this.storeErrors++;
+          await this.sleep(this.policy.leaseMs);
+          const head = this.queue[0];
+          if (head) this.release(head, false);
         }
-        if (this.mode === "unknown" && this.sharedAt === Number.NEGATIVE_INFINITY) {
-          await this.refresh();
-          continue;
-        }
-        if (this.mode !== "headers") {
-          // Unknown yet, or no headers: the conservative start / adaptive concurrency.
-          if (this.activeFlights(now) < aimdConcurrency(this.aimd)) this.release(head, false);
-          else await this.sleep(this.policy.leaseMs * 4);
-          continue;
-        }
-        if (now < this.leaseUntil && this.balance >= head.need) {
-          this.balance -= head.need;
-          this.release(head, true);
-          continue;
-        }
-        const waitMs = await this.renew(now, head.need);
-        if (waitMs > 0) await this.sleep(waitMs);
       }
     } finally {
       this.pumping = false;
     }
+  }
+
+  /** Releases the head request when it may go, or waits (once) for that to change. */
+  private async step(head: Waiter): Promise<void> {
+    // Costs learnt while it queued count (the first requests queue before any response).
+    head.need = this.costs.estimate(head.key);
+    const now = this.now();
+    const pause = this.pauseEnd() - now;
+    if (pause > 0) return this.sleep(pause);
+    if (this.mode === "unknown" && this.sharedAt === Number.NEGATIVE_INFINITY) return this.refresh();
+    if (this.mode !== "headers") {
+      // Unknown yet, or no headers: the conservative start / adaptive concurrency. No lease
+      // rounds here, so look at the row now and then for a pause another instance met.
+      if (now - this.sharedAt > this.pauseCheckMs) return this.refresh();
+      if (this.activeFlights(now) < aimdConcurrency(this.aimd)) return this.release(head, false);
+      return this.sleep(this.policy.leaseMs * 4);
+    }
+    if (now < this.leaseUntil && this.balance >= head.need) {
+      // A reservation ahead of time: wait for its moment here, without asking the row again.
+      if (now < this.leaseFrom) return this.sleep(this.leaseFrom - now);
+      this.balance -= head.need;
+      return this.release(head, true);
+    }
+    const waitMs = await this.renew(now, head.need);
+    if (waitMs > 0) await this.sleep(waitMs);
   }
 
   private release(head: Waiter, leased: boolean): void {
@@ -321,19 +336,23 @@ export class OrgRateGovernor implements RequestPacer {
     let want = 0;
     for (const waiter of this.queue) want += waiter.need;
     const returned = this.balance;
+    const unleased = this.unleased;
     this.balance = 0;
+    this.unleased = 0;
     const outcome = await this.round({
       now,
       need,
       want,
       returned,
       returnedFrom: this.leaseFrom,
+      unleased,
+      lagMs: this.lagMs,
       observation: this.takeObservation(),
     });
     if (outcome.grant > 0) {
       this.balance += outcome.grant;
-      this.leaseFrom = now;
-      this.leaseUntil = now + this.policy.leaseMs;
+      this.leaseFrom = outcome.readyAt;
+      this.leaseUntil = outcome.readyAt + this.policy.leaseMs;
       return 0;
     }
     this.leaseUntil = 0;
@@ -407,7 +426,9 @@ export class OrgRateGovernor implements RequestPacer {
       return { units: 0, throttled: true };
     }
     if (cost !== undefined) this.costs.observe(key, cost);
+    if (metered) this.lagMs += 0.1 * (observation.latencyMs - this.lagMs);
     if (flight?.leased) this.balance -= (cost ?? flight.need) - flight.need;
+    else if (flight && cost !== undefined) this.unleased += cost;
     if (metered && !org && observation.status >= 200 && observation.status < 300) {
       this.headerlessStreak++;
       const switchToAdaptive =
@@ -448,9 +469,9 @@ export class OrgRateGovernor implements RequestPacer {
       this.aimd = aimdUpdate(this.aimd, { kind: "throttled" }, now, this.aimdPolicy);
     const wasPaused = now < this.pausedUntil;
     if (until > this.pausedUntil) {
-      const extends_ = until > this.pausedUntil + 1_000;
+      const extendsPause = until > this.pausedUntil + 1_000;
       this.pausedUntil = until;
-      if (!wasPaused || extends_) {
+      if (!wasPaused || extendsPause) {
         const policy = this.policy;
         void this.store
           .update((state) => {

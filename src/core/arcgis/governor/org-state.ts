@@ -50,15 +50,18 @@ export interface GovernorPolicy extends BudgetPolicy {
   leaseMs: number;
   /** Resolution of the spend window. */
   slotMs: number;
+  /** Budget may be reserved this far ahead of need (hides the round trip to the shared row). */
+  reserveAheadMs: number;
 }
 
-/** Policy for a meter window; lease and slot scale with it (1 s and 1 s for a minute). */
+/** Policy for a meter window; lease, slot and reservation scale with it (1 s, 1 s, 2 s for a minute). */
 export function governorPolicy(overrides: Partial<GovernorPolicy> = {}): GovernorPolicy {
   const windowMs = overrides.windowMs ?? DEFAULT_BUDGET_POLICY.windowMs;
   return {
     ...DEFAULT_BUDGET_POLICY,
     leaseMs: Math.max(10, Math.min(1_000, Math.round(windowMs / 20))),
     slotMs: Math.max(5, Math.round(windowMs / 60)),
+    reserveAheadMs: 2 * Math.max(10, Math.min(1_000, Math.round(windowMs / 20))),
     penaltyRecoveryMs: windowMs * 5,
     ...overrides,
     windowMs,
@@ -115,13 +118,18 @@ export interface LeaseInput {
   /** What is left of the previous lease (negative when overdrawn) and when it was granted. */
   returned: number;
   returnedFrom: number;
+  /** Units spent without a lease (before the header was known), charged now. */
+  unleased?: number;
+  /** How long metered requests take lately: the server counts a unit when it answers. */
+  lagMs?: number;
   observation?: Observation | undefined;
 }
 
 export interface LeaseOutcome {
-  /** Units granted now (0: wait `waitMs` and ask again). */
+  /** Units granted (0: wait `waitMs` and ask again), usable from `readyAt` for a lease. */
   grant: number;
   waitMs: number;
+  readyAt: number;
   /** Our allowance per window at this moment. */
   allowance: number;
   /** Whether the state changed in a way worth writing. */
@@ -139,14 +147,23 @@ export function leaseRound(
   policy: GovernorPolicy,
 ): { state: OrgState; outcome: LeaseOutcome } {
   const { now } = input;
+  // The server counts a grant when the request gets there and is answered, up to a lease plus
+  // the requests' latency later: our window spans that much more (the latency at most a tenth).
+  const lag = Math.min(Math.max(0, input.lagMs ?? 0), policy.windowMs / 10);
+  const span = policy.windowMs + policy.leaseMs + lag;
   let next: OrgState = {
     ...state,
-    spend: pruneSpend(state.spend, policy.slotMs, now - policy.windowMs - 2 * policy.leaseMs - policy.slotMs),
+    spend: pruneSpend(state.spend, policy.slotMs, now - 2 * policy.windowMs - 2 * policy.leaseMs),
   };
   let dirty = false;
   if (input.returned !== 0) {
     next.tokens += input.returned;
     next.spend = adjustSpend(next.spend, policy.slotMs, input.returnedFrom, -input.returned);
+    dirty = true;
+  }
+  if (input.unleased) {
+    next.tokens -= input.unleased;
+    next.spend = addSpend(next.spend, policy.slotMs, now, input.unleased);
     dirty = true;
   }
   if (input.observation) {
@@ -155,35 +172,42 @@ export function leaseRound(
     next = observed;
   }
   if (next.max <= 0)
-    return { state: next, outcome: { grant: 0, waitMs: policy.leaseMs, allowance: 0, dirty } };
+    return { state: next, outcome: { grant: 0, waitMs: policy.leaseMs, readyAt: now, allowance: 0, dirty } };
   const penalty = penaltyAt({ factor: next.penalty, at: next.penaltyAt }, now, policy);
   const allowance = ourAllowance({ max: next.max, others: next.others, penalty }, policy);
   if (now < next.pausedUntil) {
-    return { state: next, outcome: { grant: 0, waitMs: next.pausedUntil - now, allowance, dirty } };
+    return {
+      state: next,
+      outcome: { grant: 0, waitMs: next.pausedUntil - now, readyAt: now, allowance, dirty },
+    };
   }
   const { ratePerMs, capacity } = bucketShape(allowance, policy);
-  const bucket = refill({ tokens: next.tokens, at: next.tokensAt }, now, ratePerMs, capacity);
-  // The server counts a grant when the request arrives, up to a lease later: widen the window by that.
-  const span = policy.windowMs + policy.leaseMs;
   const need = Math.max(0, input.need);
-  const waitMs = Math.max(
-    msUntil(bucket, need, ratePerMs, capacity),
-    msUntilRoom(next.spend, policy.slotMs, span, now, allowance, Math.min(need, allowance)),
-  );
-  if (waitMs > 0) {
-    const wait = Number.isFinite(waitMs) ? waitMs : policy.leaseMs;
-    return { state: next, outcome: { grant: 0, waitMs: wait, allowance, dirty } };
+  // When will the bucket (pace) and the window (cap) both have room for the head request?
+  // A reservation may already run ahead of now (tokensAt in the future).
+  const start = Math.max(now, next.tokensAt);
+  const bucket = refill({ tokens: next.tokens, at: next.tokensAt }, start, ratePerMs, capacity);
+  let at = start + msUntil(bucket, need, ratePerMs, capacity);
+  if (Number.isFinite(at))
+    at += msUntilRoom(next.spend, policy.slotMs, span, at, allowance, Math.min(need, allowance));
+  // Grant up to a little ahead (the caller waits locally until readyAt), so the round trip to
+  // the shared row does not stall the pace; further ahead, come back later.
+  const ahead = at - now;
+  if (!Number.isFinite(ahead) || ahead > policy.reserveAheadMs) {
+    const waitMs = Number.isFinite(ahead) ? Math.max(1, ahead - policy.reserveAheadMs) : policy.leaseMs;
+    return { state: next, outcome: { grant: 0, waitMs, readyAt: now, allowance, dirty } };
   }
-  const room = allowance - spendBetween(next.spend, policy.slotMs, now - span, Number.POSITIVE_INFINITY);
+  const ready = refill(bucket, at, ratePerMs, capacity);
+  const room = allowance - spendBetween(next.spend, policy.slotMs, at - span, Number.POSITIVE_INFINITY);
   const slice = Math.max(ratePerMs * policy.leaseMs, capacity / 4);
-  const grant = Math.max(need, Math.min(Math.max(need, input.want), slice, bucket.tokens, room));
+  const grant = Math.max(need, Math.min(Math.max(need, input.want), slice, ready.tokens, room));
   next = {
     ...next,
-    tokens: bucket.tokens - grant,
-    tokensAt: bucket.at,
-    spend: addSpend(next.spend, policy.slotMs, now, grant),
+    tokens: ready.tokens - grant,
+    tokensAt: ready.at,
+    spend: addSpend(next.spend, policy.slotMs, at, grant),
   };
-  return { state: next, outcome: { grant, waitMs: 0, allowance, dirty: true } };
+  return { state: next, outcome: { grant, waitMs: 0, readyAt: at, allowance, dirty: true } };
 }
 
 /** A lockout seen at `now` pausing the org until `until`; a new lockout costs a penalty and the bucket. */

@@ -1,0 +1,173 @@
+import type { OrchestrationContext, OrchestrationHandler, Task } from "durable-functions";
+import * as df from "durable-functions";
+import type { BatchCounts, BatchInput, PlanSummary, RestoreInput } from "../core/restore/restore-runner.js";
+import { RESTORE_ORCHESTRATOR, type RestoreRunInput } from "../core/restore/restore-service.js";
+import { getRestoreServices } from "../core/restore/restore-services.js";
+
+// A restore: plan (dependency levels) → level by level, batches of items as activities, a few at a
+// time → a last pass for references between items of one level → the report. Only counts cross
+// the history; the plan, progress rows and report live in Blob and Table.
+
+export const PLAN_ACTIVITY = "restorePlan";
+export const BATCH_ACTIVITY = "restoreBatch";
+export const FAIL_BATCH_ACTIVITY = "restoreFailBatch";
+export const RELINK_ACTIVITY = "restoreRelink";
+export const FINALIZE_ACTIVITY = "restoreFinalize";
+
+/** Batches of one level in flight: bounded parallelism against the target org. */
+const BATCHES_IN_FLIGHT = 4;
+
+function retryPolicy(): df.RetryOptions {
+  const retry = new df.RetryOptions(2_000, 4);
+  retry.backoffCoefficient = 2;
+  retry.maxRetryIntervalInMilliseconds = 30_000;
+  return retry;
+}
+
+interface Progress {
+  phase: "plan" | "restore" | "relink" | "report";
+  level: number;
+  levels: number;
+  itemsTotal: number;
+  itemsDone: number;
+  restored: number;
+  failed: number;
+  skipped: number;
+  requests: number;
+  retries: number;
+  throttled: number;
+  startedAt: string;
+}
+
+function addCounts(progress: Progress, counts: BatchCounts): void {
+  progress.restored += counts.restored;
+  progress.failed += counts.failed;
+  progress.requests += counts.requests;
+  progress.retries += counts.retries;
+  progress.throttled += counts.throttled;
+  progress.itemsDone = progress.restored + progress.failed + progress.skipped;
+}
+
+/** Keeps up to `limit` activities running over `count` batches; `onDone` sees each as it ends. */
+function* window(
+  context: OrchestrationContext,
+  count: number,
+  limit: number,
+  start: (index: number) => Task,
+  onDone: (index: number, task: Task) => Generator<Task, void, unknown>,
+): Generator<Task, void, unknown> {
+  const running = new Map<Task, number>();
+  let next = 0;
+  while (true) {
+    while (running.size < limit && next < count) {
+      running.set(start(next), next);
+      next++;
+    }
+    if (running.size === 0) return;
+    const winner = (yield context.df.Task.any([...running.keys()])) as Task;
+    const index = running.get(winner) ?? 0;
+    running.delete(winner);
+    yield* onDone(index, winner);
+  }
+}
+
+const restoreOrchestrator: OrchestrationHandler = function* (context) {
+  const input = context.df.getInput() as RestoreRunInput;
+  const progress: Progress = {
+    phase: "plan",
+    level: 0,
+    levels: 0,
+    itemsTotal: 0,
+    itemsDone: 0,
+    restored: 0,
+    failed: 0,
+    skipped: 0,
+    requests: 0,
+    retries: 0,
+    throttled: 0,
+    startedAt: context.df.currentUtcDateTime.toISOString(),
+  };
+  context.df.setCustomStatus(progress);
+
+  let summary: PlanSummary;
+  try {
+    summary = yield context.df.callActivityWithRetry(PLAN_ACTIVITY, retryPolicy(), input);
+  } catch (error) {
+    return yield context.df.callActivityWithRetry(FINALIZE_ACTIVITY, retryPolicy(), {
+      ...input,
+      outcome: "failed",
+      error: { code: "ERR_PLAN", message: (error as Error).message },
+    });
+  }
+  progress.phase = "restore";
+  progress.levels = summary.batchesPerLevel.length;
+  progress.itemsTotal = summary.items;
+  progress.skipped = summary.skipped;
+  progress.itemsDone = summary.skipped;
+  context.df.setCustomStatus(progress);
+
+  for (let level = 0; level < summary.batchesPerLevel.length; level++) {
+    progress.level = level;
+    context.df.setCustomStatus(progress);
+    yield* window(
+      context,
+      summary.batchesPerLevel[level] ?? 0,
+      BATCHES_IN_FLIGHT,
+      (batch) => {
+        const batchInput: BatchInput = { ...input, level, batch };
+        return context.df.callActivityWithRetry(BATCH_ACTIVITY, retryPolicy(), batchInput);
+      },
+      function* (batch, task) {
+        if (!task.isFaulted) {
+          addCounts(progress, task.result as BatchCounts);
+          context.df.setCustomStatus(progress);
+          return;
+        }
+        // Retries exhausted (the target stayed down, sign-in failed): the batch's items fail.
+        const failed = (yield context.df.callActivityWithRetry(FAIL_BATCH_ACTIVITY, retryPolicy(), {
+          ...input,
+          level,
+          batch,
+          reason: String((task.result as Error | undefined)?.message ?? "the batch failed after its retries"),
+        })) as BatchCounts;
+        addCounts(progress, failed);
+        context.df.setCustomStatus(progress);
+      },
+    );
+  }
+
+  progress.phase = "relink";
+  context.df.setCustomStatus(progress);
+  try {
+    yield context.df.callActivityWithRetry(RELINK_ACTIVITY, retryPolicy(), input);
+  } catch {
+    // References left unwritten are reported as unchanged; the restore itself stands.
+  }
+  progress.phase = "report";
+  context.df.setCustomStatus(progress);
+  return yield context.df.callActivityWithRetry(FINALIZE_ACTIVITY, retryPolicy(), {
+    ...input,
+    outcome: "completed",
+  });
+};
+
+df.app.orchestration(RESTORE_ORCHESTRATOR, restoreOrchestrator);
+
+df.app.activity(PLAN_ACTIVITY, {
+  handler: async (input: RestoreInput) => (await getRestoreServices()).runner.plan(input),
+});
+df.app.activity(BATCH_ACTIVITY, {
+  handler: async (input: BatchInput) => (await getRestoreServices()).runner.restoreBatch(input),
+});
+df.app.activity(FAIL_BATCH_ACTIVITY, {
+  handler: async (input: BatchInput & { reason: string }) =>
+    (await getRestoreServices()).runner.failBatch(input),
+});
+df.app.activity(RELINK_ACTIVITY, {
+  handler: async (input: RestoreInput) => (await getRestoreServices()).runner.relink(input),
+});
+df.app.activity(FINALIZE_ACTIVITY, {
+  handler: async (
+    input: Parameters<Awaited<ReturnType<typeof getRestoreServices>>["runner"]["finalize"]>[0],
+  ) => (await getRestoreServices()).runner.finalize(input),
+});

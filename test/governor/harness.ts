@@ -1,0 +1,206 @@
+import type { TableClient } from "@azure/data-tables";
+import { GOVERNOR_TABLE } from "../../src/core/arcgis/governor/index.js";
+import { PortalClient, type RequestPacer, type TokenProvider } from "../../src/core/arcgis/portal-client.js";
+import { openAppTable } from "../../src/core/tables/table-client.js";
+import { type PortalSim, type PortalSimOptions, startPortalSim } from "../portal-sim/index.js";
+import { RequestUnits } from "../portal-sim/request-units.js";
+import { tokenFor } from "../portal-sim/test-helpers.js";
+
+/**
+ * WORKAROUND: the simulator's request-unit meter has a fixed 60 s window and no option to
+ * shorten it, which would make every paced test take minutes. Until it grows one, this
+ * narrows the window of every meter in this process (patching its trim step at run time; the
+ * simulator's files stay as they are). Returns the undo.
+ */
+export function shrinkSimMeterWindow(windowMs: number): () => void {
+  type Meter = { events: { t: number; cost: number }[]; head: number; sum: number };
+  const proto = RequestUnits.prototype as unknown as { trim(this: Meter, now: number): void };
+  const original = proto.trim;
+  proto.trim = function (this: Meter, now: number) {
+    while (this.head < this.events.length && (this.events[this.head]?.t ?? 0) <= now - windowMs) {
+      this.sum -= this.events[this.head]?.cost ?? 0;
+      this.head++;
+    }
+    original.call(this, now);
+  };
+  return () => {
+    proto.trim = original;
+  };
+}
+
+export interface MeteredSim {
+  sim: PortalSim;
+  /** …/FeatureServer/0 of a layer with `features` features. */
+  layerUrl: string;
+  tokens: TokenProvider;
+}
+
+/** An Online org with one hosted feature service whose first layer holds `features` features. */
+export async function startMeteredSim(
+  options: { features: number; budget: number; coolOffMs: number } & Pick<
+    PortalSimOptions,
+    "latencyMs" | "kind"
+  >,
+): Promise<MeteredSim> {
+  const sim = await startPortalSim({
+    size: "empty",
+    seed: 42,
+    kind: options.kind ?? "online",
+    latencyMs: options.latencyMs ?? 2,
+    requestUnitsPerMinute: options.budget,
+    coolOffMs: options.coolOffMs,
+    overrides: { items: { featureService: 1 }, bigLayerFeatures: options.features },
+  });
+  const service = [...sim.model.items()].find((item) => item.type === "Feature Service");
+  if (!service?.url) throw new Error("the simulator made no feature service");
+  const token = await tokenFor(sim);
+  return {
+    sim,
+    layerUrl: `${service.url}/0`,
+    tokens: { getToken: async () => token, invalidate: () => {} },
+  };
+}
+
+/** What a client's fetch saw: each metered response's cost and time, and 429s in both forms. */
+export interface FetchLog {
+  spends: { t: number; units: number }[];
+  /** When each request left (redirect hops included). */
+  sent: { t: number; url: string }[];
+  /** When each 429 (either form) came back. */
+  throttledAt: number[];
+  /** Most requests to ArcGIS Server (`/rest/services/`) in flight at once. */
+  maxInFlight: number;
+  throttled: number;
+  /** Highest sum of costs in any window of `windowMs` (by response time). */
+  peak(windowMs: number): number;
+}
+
+/**
+ * A fetch that logs costs and 429s in both forms (the portal client itself tells the pacer; an
+ * `onThrottled` given here is for pacers used without a portal client).
+ */
+export function loggingFetch(onThrottled?: (url: string, retryAfterMs: number | undefined) => void): {
+  fetch: typeof fetch;
+  log: FetchLog;
+} {
+  const spends: { t: number; units: number }[] = [];
+  const log: FetchLog = {
+    spends,
+    sent: [],
+    throttledAt: [],
+    maxInFlight: 0,
+    throttled: 0,
+    peak(windowMs) {
+      let best = 0;
+      let sum = 0;
+      let tail = 0;
+      for (const spend of spends) {
+        sum += spend.units;
+        while ((spends[tail]?.t ?? 0) <= spend.t - windowMs) sum -= spends[tail++]?.units ?? 0;
+        best = Math.max(best, sum);
+      }
+      return best;
+    },
+  };
+  let inFlight = 0;
+  const wrapped: typeof fetch = async (input, init) => {
+    const url = String(input);
+    const metered = url.includes("/rest/services/");
+    log.sent.push({ t: Date.now(), url });
+    if (metered) log.maxInFlight = Math.max(log.maxInFlight, ++inFlight);
+    let response: Response;
+    try {
+      response = await fetch(input, init);
+    } finally {
+      if (metered) inFlight--;
+    }
+    const cost = Number(response.headers.get("x-esri-query-request-units") ?? Number.NaN);
+    if (Number.isFinite(cost)) spends.push({ t: Date.now(), units: cost });
+    if (response.status === 429) {
+      log.throttled++;
+      log.throttledAt.push(Date.now());
+    } else if (response.status === 200 && response.headers.get("content-type")?.includes("json")) {
+      const text = await response.clone().text();
+      if (/"error"\s*:\s*\{\s*"code"\s*:\s*429/.test(text)) {
+        log.throttled++;
+        log.throttledAt.push(Date.now());
+        const retryAfter = Number(response.headers.get("retry-after") ?? Number.NaN);
+        onThrottled?.(url, Number.isFinite(retryAfter) ? retryAfter * 1000 : undefined);
+      }
+    }
+    return response;
+  };
+  return { fetch: wrapped, log };
+}
+
+export function portalClient(
+  metered: MeteredSim,
+  options: { pacer?: RequestPacer; fetch?: typeof fetch; maxRetries?: number } = {},
+): PortalClient {
+  return new PortalClient({
+    sharingUrl: metered.sim.sharingUrl,
+    tokens: metered.tokens,
+    baseDelayMs: 50,
+    maxDelayMs: 1_000,
+    ...options,
+  });
+}
+
+/**
+ * Pages the layer (`resultOffset`), `concurrency` queries at a time; returns the features read.
+ * With `onError` a failed page is reported and skipped; without, the first failure rejects.
+ */
+export async function pageLayer(
+  client: PortalClient,
+  layerUrl: string,
+  options: { features: number; pageSize: number; concurrency: number; onError?: (error: unknown) => void },
+): Promise<number> {
+  const offsets: number[] = [];
+  for (let offset = 0; offset < options.features; offset += options.pageSize) offsets.push(offset);
+  let next = 0;
+  let read = 0;
+  const worker = async () => {
+    while (next < offsets.length) {
+      const offset = offsets[next++] as number;
+      try {
+        const page = await client.json<{ features?: unknown[] }>(`${layerUrl}/query`, {
+          where: "1=1",
+          outFields: "*",
+          returnGeometry: false,
+          orderByFields: "OBJECTID",
+          resultOffset: offset,
+          resultRecordCount: options.pageSize,
+        });
+        read += page.features?.length ?? 0;
+      } catch (error) {
+        if (!options.onError) throw error;
+        options.onError(error);
+      }
+    }
+  };
+  await Promise.all(Array.from({ length: options.concurrency }, worker));
+  return read;
+}
+
+/** Samples the simulator's meter while a workload runs. */
+export function sampleUsage(sim: PortalSim, everyMs = 5): { stop(): { peak: number; samples: number } } {
+  let peak = 0;
+  let samples = 0;
+  const timer = setInterval(() => {
+    peak = Math.max(peak, sim.requestUnits().usage);
+    samples++;
+  }, everyMs);
+  return {
+    stop() {
+      clearInterval(timer);
+      return { peak, samples };
+    },
+  };
+}
+
+/** The app's governor table on the given storage (created once). */
+export function governorTable(connectionString: string): Promise<TableClient> {
+  return openAppTable({ connectionString }, GOVERNOR_TABLE, () => {
+    throw new Error("a connection string needs no credential");
+  });
+}
