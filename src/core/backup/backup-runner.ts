@@ -13,6 +13,7 @@ import { exportItem, type ItemResult, type ServiceDataExporter } from "./export-
 import {
   type BackupFilter,
   INVENTORY_CHUNK_SIZE,
+  type InventoryRecord,
   type InventorySummary,
   type PreviousCapture,
   readInventoryChunk,
@@ -82,6 +83,7 @@ interface IdentitySession {
 }
 
 const SESSION_TTL_MS = 10 * 60_000;
+const CHUNKS_CACHED = 6;
 /** Larger manifests (hundreds of thousands of items) are not loaded whole. */
 const MAX_PREVIOUS_MANIFEST_BYTES = 256 * 1024 * 1024;
 
@@ -92,6 +94,7 @@ const MAX_PREVIOUS_MANIFEST_BYTES = 256 * 1024 * 1024;
  */
 export class BackupRunner {
   private readonly sessions = new Map<string, Promise<IdentitySession>>();
+  private readonly chunks = new Map<string, Promise<InventoryRecord[]>>();
 
   constructor(private readonly deps: RunnerDependencies) {}
 
@@ -172,7 +175,7 @@ export class BackupRunner {
   /** Exports one batch of a chunk and writes its results blob (rewritten, never duplicated, on a re-run). */
   async exportBatch(input: BatchInput): Promise<BatchCounts> {
     const session = await this.session(input.identityId);
-    const records = (await readInventoryChunk(session.store, input.runId, input.chunkIndex)).slice(
+    const records = (await this.chunk(session, input)).slice(
       input.batchIndex * BATCH_SIZE,
       (input.batchIndex + 1) * BATCH_SIZE,
     );
@@ -196,6 +199,20 @@ export class BackupRunner {
     return countResults(results, portal.stats, pacer?.stats());
   }
 
+  /** An inventory chunk, read once per process for all its batches (they run close together). */
+  private chunk(session: IdentitySession, input: BatchInput): Promise<InventoryRecord[]> {
+    const key = `${input.identityId}/${input.runId}/${input.chunkIndex}`;
+    let chunk = this.chunks.get(key);
+    if (!chunk) {
+      chunk = readInventoryChunk(session.store, input.runId, input.chunkIndex);
+      chunk.catch(() => this.chunks.delete(key));
+      this.chunks.set(key, chunk);
+      // A handful of chunks are in flight at a time; keep the newest few.
+      for (const old of [...this.chunks.keys()].slice(0, -CHUNKS_CACHED)) this.chunks.delete(old);
+    }
+    return chunk;
+  }
+
   /** A portal client for one unit of work: its own counters, paced by the org's governor. */
   private workPortal(session: IdentitySession): { portal: PortalClient; pacer: TrackedPacer | undefined } {
     const pacer = session.governor?.track();
@@ -205,7 +222,7 @@ export class BackupRunner {
   /** A batch that kept failing after its retries: every item of it is recorded as failed. */
   async failBatch(input: BatchInput & { reason: string }): Promise<BatchCounts> {
     const session = await this.session(input.identityId);
-    const records = (await readInventoryChunk(session.store, input.runId, input.chunkIndex)).slice(
+    const records = (await this.chunk(session, input)).slice(
       input.batchIndex * BATCH_SIZE,
       (input.batchIndex + 1) * BATCH_SIZE,
     );
