@@ -1,0 +1,537 @@
+import type { ContainerClient } from "@azure/storage-blob";
+import type { OrgRateGovernor } from "../arcgis/governor/index.js";
+import type { PortalClient } from "../arcgis/portal-client.js";
+import { PortalNotFoundError } from "../arcgis/portal-errors.js";
+import { BackupStore } from "../backup/backup-store.js";
+import { type Manifest, type ManifestItem, readManifest } from "../backup/manifest.js";
+import type { PortalItem } from "../backup/portal-types.js";
+import { mapWithConcurrency } from "../concurrency.js";
+import { NotFoundError } from "../errors.js";
+import type { StoredIdentity } from "../identities/identity.js";
+import type { IdentityService } from "../identities/identity-service.js";
+import type { Logger } from "../log.js";
+import { BackupFiles } from "./backup-files.js";
+import { DEFAULT_LIMITS, type RestoreContext, type RestoreLimits } from "./context.js";
+import { relinkItem, restoreItem } from "./item-restore.js";
+import {
+  type ItemProgress,
+  type PlanItem,
+  type RestoreMode,
+  type RestorePlan,
+  type RestoreRecord,
+  type RestoreReport,
+  type RestoreStatus,
+  restoreBlobPrefix,
+} from "./model.js";
+import { buildPlan } from "./plan.js";
+import type { RestoreStore } from "./restore-store.js";
+import {
+  FolderResolver,
+  readTargetGroups,
+  readTargetSelf,
+  readTargetUsers,
+  type TargetSelf,
+} from "./target.js";
+
+export interface RestoreRunnerDependencies {
+  identities: IdentityService;
+  store: RestoreStore;
+  portalFor(identity: StoredIdentity): Promise<PortalClient>;
+  openContainer(identity: StoredIdentity): Promise<ContainerClient>;
+  /** The target org's shared rate governor: restore writes spend its request units too. */
+  governorFor?(identity: StoredIdentity): Promise<OrgRateGovernor>;
+  log: Logger;
+  limits?: Partial<RestoreLimits>;
+}
+
+export interface RestoreInput {
+  restoreId: string;
+  identityId: string;
+}
+
+export interface BatchInput extends RestoreInput {
+  level: number;
+  batch: number;
+}
+
+export interface BatchCounts {
+  restored: number;
+  failed: number;
+  requests: number;
+  retries: number;
+  throttled: number;
+}
+
+/** What the orchestration learns from the plan: batches per level, and how many items. */
+export interface PlanSummary {
+  batchesPerLevel: number[];
+  items: number;
+  planned: number;
+  skipped: number;
+}
+
+interface SourceSession {
+  identity: StoredIdentity;
+  store: BackupStore;
+  files: BackupFiles;
+  openedAt: number;
+}
+
+interface TargetSession {
+  identity: StoredIdentity;
+  portal: PortalClient;
+  governor: OrgRateGovernor | undefined;
+  self: TargetSelf;
+  folders: FolderResolver;
+  openedAt: number;
+}
+
+const SESSION_TTL_MS = 10 * 60_000;
+const CACHED_PLANS = 4;
+
+/** The plan's inputs that a dry run and the plan activity share. */
+export interface PlanRequest {
+  restoreId: string | null;
+  identityId: string;
+  runId: string;
+  itemIds?: string[];
+  target: { identityId: string; owner?: string; folder?: string; mode: RestoreMode };
+}
+
+/**
+ * What the restore activities do. Sessions (signed-in target client, source container) are
+ * cached per process for a few minutes, like the backup runner's; plans and manifests too, so a
+ * batch activity reads neither again.
+ */
+export class RestoreRunner {
+  private readonly sources = new Map<string, Promise<SourceSession>>();
+  private readonly targets = new Map<string, Promise<TargetSession>>();
+  private readonly plans = new Map<string, Promise<RestorePlan>>();
+  private readonly manifests = new Map<string, Promise<Map<string, ManifestItem>>>();
+  readonly limits: RestoreLimits;
+
+  constructor(private readonly deps: RestoreRunnerDependencies) {
+    this.limits = { ...DEFAULT_LIMITS, ...deps.limits };
+  }
+
+  /** The run's manifest, or 404. */
+  async manifest(identityId: string, runId: string): Promise<Manifest> {
+    const source = await this.source(identityId);
+    const manifest = await readManifest(source.store, runId);
+    if (!manifest) throw new NotFoundError(`Backup run ${runId} not found (no manifest)`);
+    return manifest;
+  }
+
+  async targetSelf(identityId: string): Promise<TargetSelf> {
+    return (await this.target(identityId)).self;
+  }
+
+  async targetPortal(identityId: string): Promise<PortalClient> {
+    return (await this.target(identityId)).portal;
+  }
+
+  /** Builds a plan (a dry run answers it; the plan activity stores it). */
+  async planFor(request: PlanRequest, manifest?: Manifest): Promise<RestorePlan> {
+    const source = await this.source(request.identityId);
+    const target = await this.target(request.target.identityId);
+    const run = manifest ?? (await this.manifest(request.identityId, request.runId));
+    const [sourceGroups, sourceFolders, users, groups] = await Promise.all([
+      readNdjson<{ id: string; title: string }>(source.store, run.org.groups),
+      readNdjson<{ id: string; title: string }>(source.store, run.org.folders),
+      readTargetUsers(target.portal, target.self),
+      readTargetGroups(target.portal, target.self.orgId),
+    ]);
+    const sameOrg =
+      request.target.identityId === request.identityId ||
+      (run.portal.orgId !== null &&
+        run.portal.orgId === target.self.orgId &&
+        (run.portal.isPortal !== true ||
+          normalize(run.portal.sharingUrl) === normalize(target.identity.sharingUrl)));
+    const known = new Map<string, Promise<PortalItem | undefined>>();
+    return buildPlan({
+      restoreId: request.restoreId,
+      identityId: request.identityId,
+      manifest: run,
+      ...(request.itemIds ? { itemIds: request.itemIds } : {}),
+      files: source.files,
+      sourceGroups: new Map(sourceGroups.map((g) => [g.id, { id: g.id, title: g.title }])),
+      sourceFolders: new Map(sourceFolders.map((f) => [f.id, f.title])),
+      target: {
+        identityId: request.target.identityId,
+        self: target.self,
+        orgId: target.self.orgId,
+        sameOrg,
+        mode: request.target.mode,
+        ...(request.target.owner ? { owner: request.target.owner } : {}),
+        ...(request.target.folder ? { folder: request.target.folder } : {}),
+        users,
+        groups,
+      },
+      existing: (itemId) => {
+        let pending = known.get(itemId);
+        if (!pending) {
+          pending = target.portal
+            .json<PortalItem>(`content/items/${itemId}`, {}, { method: "GET" })
+            .catch((error: unknown) => {
+              if (error instanceof PortalNotFoundError) return undefined;
+              throw error;
+            });
+          known.set(itemId, pending);
+        }
+        return pending;
+      },
+    });
+  }
+
+  /** Activity: the plan, built once and stored with the restore (a re-run reads it back). */
+  async plan(input: RestoreInput): Promise<PlanSummary> {
+    const record = await this.record(input);
+    const source = await this.source(input.identityId);
+    const name = `${restoreBlobPrefix(input.restoreId)}plan.json`;
+    let plan = await source.store.readJson<RestorePlan>(name);
+    if (!plan) {
+      plan = await this.planFor({
+        restoreId: input.restoreId,
+        identityId: input.identityId,
+        runId: record.runId,
+        ...(record.itemIds ? { itemIds: record.itemIds } : {}),
+        target: record.target,
+      });
+      await source.store.uploadJson(name, plan);
+    }
+    this.plans.set(input.restoreId, Promise.resolve(plan));
+    await this.deps.store.update(input.identityId, input.restoreId, (next) => {
+      next.plan = name;
+      next.itemsTotal = plan.totals.items;
+      next.itemsSkipped = plan.totals.skip;
+    });
+    return {
+      batchesPerLevel: plan.batches.map((level) => level.length),
+      items: plan.totals.items,
+      planned: plan.totals.create + plan.totals.overwrite,
+      skipped: plan.totals.skip,
+    };
+  }
+
+  /** Activity: one batch of a level, its items a few at a time. */
+  async restoreBatch(input: BatchInput): Promise<BatchCounts> {
+    const ctx = await this.context(input);
+    const ids = ctx.plan.batches[input.level]?.[input.batch] ?? [];
+    const before = { ...ctx.portal.stats };
+    const rows = await mapWithConcurrency(ids, this.limits.itemsInParallel, (id) =>
+      restoreItem(ctx, ctx.planItems.get(id) as PlanItem),
+    );
+    return countRows(rows, before, ctx.portal.stats);
+  }
+
+  /** Activity: a batch whose retries ran out; its unfinished items are recorded as failed. */
+  async failBatch(input: BatchInput & { reason: string }): Promise<BatchCounts> {
+    const ctx = await this.context(input);
+    const ids = ctx.plan.batches[input.level]?.[input.batch] ?? [];
+    const rows: ItemProgress[] = [];
+    for (const id of ids) {
+      const row = (await this.deps.store.getItem(input.restoreId, id)) ?? {
+        itemId: id,
+        status: "creating",
+        action: ctx.planItems.get(id)?.action ?? "create",
+        steps: {},
+        notes: [],
+        updatedAt: new Date().toISOString(),
+      };
+      if (row.status !== "done" && row.status !== "failed") {
+        row.status = "failed";
+        row.error = { code: "ERR_BATCH_RETRIES_EXHAUSTED", message: input.reason };
+        if (row.newId) row.notes.push(`The item ${row.newId} was created but is incomplete`);
+        await this.deps.store.putItem(input.restoreId, row);
+      }
+      rows.push(row);
+    }
+    return countRows(rows, ctx.portal.stats, ctx.portal.stats);
+  }
+
+  /** Activity: references and relationships that had to wait for items created later. */
+  async relink(input: RestoreInput): Promise<number> {
+    const ctx = await this.context(input);
+    const waiting: ItemProgress[] = [];
+    for await (const row of this.deps.store.items(input.restoreId)) {
+      if (
+        row.status === "done" &&
+        ((row.pendingRefs?.length ?? 0) > 0 || (row.pendingRelationships?.length ?? 0) > 0)
+      ) {
+        waiting.push(row);
+      }
+    }
+    await mapWithConcurrency(waiting, this.limits.itemsInParallel, (row) => relinkItem(ctx, row));
+    return waiting.length;
+  }
+
+  /** Activity: the report (old → new ids, URL remaps, failures, references left as they were). */
+  async finalize(
+    input: RestoreInput & { outcome: "completed" | "failed"; error?: { code: string; message: string } },
+  ) {
+    const record = await this.record(input);
+    const source = await this.source(input.identityId);
+    const plan = await source.store.readJson<RestorePlan>(`${restoreBlobPrefix(input.restoreId)}plan.json`);
+    const rows = new Map<string, ItemProgress>();
+    for await (const row of this.deps.store.items(input.restoreId)) rows.set(row.itemId, row);
+    const endedAt = new Date().toISOString();
+    const report = buildReport(record, plan, rows, input.outcome, endedAt);
+    const name = `${restoreBlobPrefix(input.restoreId)}report.json`;
+    await source.store.uploadJson(name, report);
+    const updated = await this.deps.store.update(input.identityId, input.restoreId, (next) => {
+      next.status = report.status;
+      next.endedAt = endedAt;
+      next.report = name;
+      if (plan) next.itemsTotal = report.totals.items;
+      next.itemsRestored = report.totals.restored;
+      next.itemsFailed = report.totals.failed;
+      next.itemsSkipped = report.totals.skipped;
+      if (input.error) next.error = input.error;
+    });
+    this.plans.delete(input.restoreId);
+    this.deps.log.info("RestoreCompleted", {
+      restoreId: input.restoreId,
+      identityId: input.identityId,
+      targetIdentityId: record.target.identityId,
+      status: updated.status,
+      itemsTotal: updated.itemsTotal,
+      itemsRestored: updated.itemsRestored,
+      itemsFailed: updated.itemsFailed,
+      itemsSkipped: updated.itemsSkipped,
+      durationMs: Date.parse(endedAt) - Date.parse(record.startedAt),
+    });
+    return updated;
+  }
+
+  async readReport(identityId: string, name: string): Promise<RestoreReport | undefined> {
+    return (await this.source(identityId)).store.readJson<RestoreReport>(name);
+  }
+
+  private async record(input: RestoreInput): Promise<RestoreRecord> {
+    const record = await this.deps.store.get(input.restoreId);
+    if (!record) throw new NotFoundError(`Restore ${input.restoreId} not found`);
+    return record;
+  }
+
+  private async context(input: RestoreInput): Promise<RestoreContext> {
+    const record = await this.record(input);
+    const source = await this.source(input.identityId);
+    const target = await this.target(record.target.identityId);
+    let plan = this.plans.get(input.restoreId);
+    if (!plan) {
+      plan = source.store
+        .readJson<RestorePlan>(`${restoreBlobPrefix(input.restoreId)}plan.json`)
+        .then((p) => {
+          if (!p) throw new NotFoundError(`The plan of restore ${input.restoreId} is missing`);
+          return p;
+        });
+      plan.catch(() => this.plans.delete(input.restoreId));
+      this.plans.set(input.restoreId, plan);
+      while (this.plans.size > CACHED_PLANS) this.plans.delete(this.plans.keys().next().value as string);
+    }
+    const key = `${input.identityId}/${record.runId}`;
+    let manifestItems = this.manifests.get(key);
+    if (!manifestItems) {
+      manifestItems = this.manifest(input.identityId, record.runId).then(
+        (m) => new Map(m.items.map((i) => [i.itemId, i])),
+      );
+      manifestItems.catch(() => this.manifests.delete(key));
+      this.manifests.set(key, manifestItems);
+      while (this.manifests.size > 2) this.manifests.delete(this.manifests.keys().next().value as string);
+    }
+    const resolved = await plan;
+    return {
+      restoreId: input.restoreId,
+      plan: resolved,
+      planItems: new Map(resolved.items.map((i) => [i.itemId, i])),
+      manifestItems: await manifestItems,
+      // Paced by the target org's governor, counted per activity.
+      portal: target.governor ? target.portal.fork({ pacer: target.governor.track() }) : target.portal.fork(),
+      files: source.files,
+      progress: this.deps.store,
+      folders: target.folders,
+      limits: this.limits,
+      log: this.deps.log.child({ restoreId: input.restoreId }),
+    };
+  }
+
+  private source(identityId: string): Promise<SourceSession> {
+    return cached(this.sources, identityId, async () => {
+      const identity = await this.deps.identities.get(identityId);
+      const store = new BackupStore(await this.deps.openContainer(identity), identity.id);
+      return { identity, store, files: new BackupFiles(store), openedAt: Date.now() };
+    });
+  }
+
+  private target(identityId: string): Promise<TargetSession> {
+    return cached(this.targets, identityId, async () => {
+      const identity = await this.deps.identities.get(identityId);
+      const portal = await this.deps.portalFor(identity);
+      const self = await readTargetSelf(portal);
+      const governor = await this.deps.governorFor?.(identity);
+      return { identity, portal, governor, self, folders: new FolderResolver(portal), openedAt: Date.now() };
+    });
+  }
+}
+
+function cached<T extends { openedAt: number }>(
+  map: Map<string, Promise<T>>,
+  key: string,
+  open: () => Promise<T>,
+): Promise<T> {
+  const hit = map.get(key);
+  if (hit) {
+    return hit.then((session) => {
+      if (Date.now() - session.openedAt < SESSION_TTL_MS) return session;
+      map.delete(key);
+      return cached(map, key, open);
+    });
+  }
+  const opening = open().catch((error: unknown) => {
+    map.delete(key);
+    throw error;
+  });
+  map.set(key, opening);
+  return opening;
+}
+
+async function readNdjson<T>(store: BackupStore, name: string): Promise<T[]> {
+  if (!(await store.exists(name))) return [];
+  const chunks: Buffer[] = [];
+  for await (const chunk of await store.openRead(name)) chunks.push(chunk as Buffer);
+  return Buffer.concat(chunks)
+    .toString("utf8")
+    .split("\n")
+    .filter((line) => line.trim() !== "")
+    .map((line) => JSON.parse(line) as T);
+}
+
+function normalize(url: string): string {
+  return url
+    .replace(/^https?:\/\//i, "")
+    .replace(/\/+$/, "")
+    .toLowerCase();
+}
+
+function countRows(
+  rows: ItemProgress[],
+  before: PortalClient["stats"],
+  after: PortalClient["stats"],
+): BatchCounts {
+  return {
+    restored: rows.filter((r) => r.status === "done").length,
+    failed: rows.filter((r) => r.status === "failed").length,
+    requests: after.requests - before.requests,
+    retries: after.retries - before.retries,
+    throttled: after.throttled - before.throttled,
+  };
+}
+
+/** The report from the plan and the progress rows. */
+export function buildReport(
+  record: RestoreRecord,
+  plan: RestorePlan | undefined,
+  rows: Map<string, ItemProgress>,
+  outcome: "completed" | "failed",
+  endedAt: string,
+): RestoreReport {
+  const items: RestoreReport["items"] = [];
+  const failures: RestoreReport["failures"] = [];
+  const idMap: Record<string, string> = {};
+  const urlMap: Record<string, string> = {};
+  const unchangedReferences: RestoreReport["unchangedReferences"] = [];
+  const notSharedWith: RestoreReport["notSharedWith"] = [];
+  for (const planned of plan?.items ?? []) {
+    const row = rows.get(planned.itemId);
+    let status: RestoreReport["items"][number]["status"];
+    let error = row?.error;
+    if (planned.action === "skip") {
+      status = "skipped";
+      error = planned.reason;
+    } else if (row?.status === "done") status = "restored";
+    else if (row?.status === "failed") status = "failed";
+    else {
+      status = "failed";
+      error = { code: "ERR_NOT_RESTORED", message: "The restore ended before this item was restored" };
+    }
+    const newId = row?.newId ?? null;
+    items.push({
+      itemId: planned.itemId,
+      title: planned.title,
+      type: planned.type,
+      action: planned.action,
+      status,
+      newId,
+      ...(row?.newUrl ? { newUrl: row.newUrl } : {}),
+      ...(row?.owner ? { owner: row.owner } : {}),
+      notes: row?.notes ?? [],
+      ...(error ? { error } : {}),
+      ...(row?.counts ? { counts: row.counts } : {}),
+    });
+    if (status === "restored" && row?.newId) {
+      idMap[planned.itemId] = row.newId;
+      if (planned.sourceUrl && row.newUrl) {
+        urlMap[planned.sourceUrl] = row.newUrl;
+        for (const [oldLayer, newLayer] of Object.entries(row.layerIds ?? {})) {
+          urlMap[`${planned.sourceUrl}/${oldLayer}`] = `${row.newUrl}/${newLayer}`;
+        }
+      }
+    }
+    if (status !== "restored") {
+      failures.push({
+        itemId: planned.itemId,
+        title: planned.title,
+        type: planned.type,
+        code: error?.code ?? "ERR_RESTORE",
+        message: error?.message ?? "",
+      });
+    }
+    if (status === "restored") {
+      for (const ref of planned.references.unchanged) {
+        unchangedReferences.push({
+          itemId: planned.itemId,
+          reference: ref.id,
+          reason: ref.reason === "not-restored" ? "in the backup, not restored now" : "not in the backup",
+        });
+      }
+      for (const url of planned.references.unchangedUrls) {
+        unchangedReferences.push({
+          itemId: planned.itemId,
+          reference: url,
+          reason: "service URL kept as is (not a hosted service restored now)",
+        });
+      }
+      for (const dep of planned.references.remapped) {
+        if (rows.get(dep)?.status !== "done") {
+          unchangedReferences.push({ itemId: planned.itemId, reference: dep, reason: "its restore failed" });
+        }
+      }
+      if (row?.sharing?.notSharedWith.length) {
+        notSharedWith.push({ itemId: planned.itemId, groups: row.sharing.notSharedWith });
+      }
+    }
+  }
+  const restored = items.filter((i) => i.status === "restored").length;
+  const failed = items.filter((i) => i.status === "failed").length;
+  const skipped = items.filter((i) => i.status === "skipped").length;
+  let status: RestoreStatus = outcome === "failed" ? "failed" : "completed";
+  if (status === "completed" && (failed > 0 || skipped > 0)) status = "completed-with-failures";
+  return {
+    restoreId: record.restoreId,
+    runId: record.runId,
+    identityId: record.identityId,
+    targetIdentityId: record.target.identityId,
+    mode: record.target.mode,
+    status,
+    startedAt: record.startedAt,
+    endedAt,
+    totals: { items: items.length, restored, failed, skipped },
+    idMap,
+    urlMap,
+    items,
+    failures,
+    unchangedReferences,
+    missingGroups: plan?.missingGroups ?? [],
+    notSharedWith,
+  };
+}

@@ -1,0 +1,187 @@
+import { PortalError } from "../arcgis/portal-errors.js";
+import type { OrchestrationClient } from "../backup/backup-service.js";
+import { RUN_ID_PATTERN } from "../backup/layout.js";
+import type { RunStore } from "../backup/runs.js";
+import { ConflictError, NotFoundError, ValidationError } from "../errors.js";
+import type { IdentityService } from "../identities/identity-service.js";
+import type { Logger } from "../log.js";
+import { parseInput } from "../validation.js";
+import { isSystemic } from "./context.js";
+import {
+  newRestoreId,
+  RESTORE_ID_PATTERN,
+  type RestorePlan,
+  type RestoreRecord,
+  type RestoreReport,
+  restoreRequestSchema,
+} from "./model.js";
+import type { RestoreRunner } from "./restore-runner.js";
+import type { RestoreStore } from "./restore-store.js";
+import { assertCanCreate } from "./target.js";
+
+export const RESTORE_ORCHESTRATOR = "restoreOrchestrator";
+
+export interface RestoreRunInput {
+  restoreId: string;
+  identityId: string;
+}
+
+/** A restore as the API shows it: the record, live progress or the report. */
+export type RestoreView = Omit<RestoreRecord, "report"> & {
+  reportBlob?: string;
+  report?: RestoreReport;
+  progress?: unknown;
+  runtimeStatus?: string;
+};
+
+export type StartResult = { dryRun: true; plan: RestorePlan } | { dryRun: false; restore: RestoreRecord };
+
+const TERMINAL = new Set(["Completed", "Failed", "Terminated", "Canceled"]);
+
+/**
+ * Start a restore (or answer its plan: a dry run), follow it, read its report. Restores are not
+ * serialised: several may run at once, also into the same org — each keeps its own progress rows,
+ * and a "new" restore of the same items twice makes two copies, as asked.
+ */
+export class RestoreService {
+  constructor(
+    private readonly deps: {
+      identities: IdentityService;
+      runs: RunStore;
+      store: RestoreStore;
+      runner: RestoreRunner;
+      log: Logger;
+    },
+  ) {}
+
+  async start(identityId: string, body: unknown, orchestrations: OrchestrationClient): Promise<StartResult> {
+    const input = parseInput(restoreRequestSchema, body ?? {});
+    const identity = await this.deps.identities.get(identityId);
+    const targetId = input.target.identityId ?? identity.id;
+    const target = targetId === identity.id ? identity : await this.deps.identities.get(targetId);
+    if (!RUN_ID_PATTERN.test(input.runId) || !input.runId.startsWith("b-")) {
+      throw new NotFoundError(`Backup run ${input.runId} not found`);
+    }
+    const run = await this.deps.runs.get(input.runId);
+    if (run && run.identityId !== identity.id) throw new NotFoundError(`Backup run ${input.runId} not found`);
+    if (run?.status === "running") {
+      throw new ConflictError(
+        `Backup run ${input.runId} is still running; restore from it once it has ended`,
+      );
+    }
+    const manifest = await this.deps.runner.manifest(identity.id, input.runId);
+    if (input.itemIds) {
+      const known = new Set(manifest.items.map((i) => i.itemId));
+      const index = input.itemIds.findIndex((id) => !known.has(id));
+      if (index >= 0) {
+        throw new ValidationError(
+          `itemIds: ${input.itemIds[index]} is not an item of run ${input.runId}`,
+          "itemIds",
+        );
+      }
+    }
+    const self = await this.deps.runner.targetSelf(target.id);
+    assertCanCreate(self);
+    if (input.target.owner) await this.checkOwner(target.id, input.target.owner, self.orgId);
+    const request = {
+      identityId: identity.id,
+      runId: input.runId,
+      ...(input.itemIds ? { itemIds: [...new Set(input.itemIds)] } : {}),
+      target: {
+        identityId: target.id,
+        mode: input.target.mode,
+        ...(input.target.owner ? { owner: input.target.owner } : {}),
+        ...(input.target.folder ? { folder: input.target.folder } : {}),
+      },
+    };
+    if (input.dryRun) {
+      const plan = await this.deps.runner.planFor({ restoreId: null, ...request }, manifest);
+      return { dryRun: true, plan };
+    }
+    const restoreId = newRestoreId();
+    const record: RestoreRecord = {
+      restoreId,
+      kind: "restore",
+      identityId: identity.id,
+      runId: input.runId,
+      target: request.target,
+      ...(request.itemIds ? { itemIds: request.itemIds } : {}),
+      status: "running",
+      startedAt: new Date().toISOString(),
+      itemsTotal: request.itemIds?.length ?? manifest.items.length,
+      itemsRestored: 0,
+      itemsFailed: 0,
+      itemsSkipped: 0,
+    };
+    await this.deps.store.create(record);
+    try {
+      const orchestrationInput: RestoreRunInput = { restoreId, identityId: identity.id };
+      await orchestrations.start(RESTORE_ORCHESTRATOR, restoreId, orchestrationInput);
+    } catch (error) {
+      await this.deps.store
+        .update(identity.id, restoreId, (next) => {
+          next.status = "failed";
+          next.endedAt = new Date().toISOString();
+          next.error = { code: "ERR_START", message: (error as Error).message };
+        })
+        .catch(() => {});
+      throw error;
+    }
+    this.deps.log.info("Restore started", {
+      restoreId,
+      identityId: identity.id,
+      targetIdentityId: target.id,
+      runId: input.runId,
+      mode: input.target.mode,
+    });
+    return { dryRun: false, restore: record };
+  }
+
+  async list(identityId: string): Promise<RestoreRecord[]> {
+    const identity = await this.deps.identities.get(identityId);
+    return this.deps.store.list(identity.id);
+  }
+
+  /** The restore; live progress while it runs, its report once it has ended. */
+  async get(restoreId: string, orchestrations: OrchestrationClient): Promise<RestoreView> {
+    const record = RESTORE_ID_PATTERN.test(restoreId) ? await this.deps.store.get(restoreId) : undefined;
+    if (!record) throw new NotFoundError(`Restore ${restoreId} not found`);
+    const { report: reportBlob, ...rest } = record;
+    if (record.status === "running") {
+      const status = await orchestrations.status(restoreId);
+      return {
+        ...rest,
+        ...(status?.customStatus ? { progress: status.customStatus } : {}),
+        // An orchestration that ended without its final activity says so here.
+        ...(status && TERMINAL.has(status.runtimeStatus) ? { runtimeStatus: status.runtimeStatus } : {}),
+      };
+    }
+    const report = reportBlob ? await this.deps.runner.readReport(record.identityId, reportBlob) : undefined;
+    return { ...rest, ...(reportBlob ? { reportBlob } : {}), ...(report ? { report } : {}) };
+  }
+
+  private async checkOwner(targetId: string, owner: string, orgId: string | null): Promise<void> {
+    const portal = await this.deps.runner.targetPortal(targetId);
+    try {
+      const user = await portal.json<{ username?: string; orgId?: string }>(
+        `community/users/${encodeURIComponent(owner)}`,
+        {},
+        { method: "GET" },
+      );
+      if (!user.username)
+        throw new ValidationError(`target.owner: no user ${owner} in the target org`, "target.owner");
+      if (orgId && user.orgId && user.orgId !== orgId) {
+        throw new ValidationError(`target.owner: ${owner} is not a member of the target org`, "target.owner");
+      }
+    } catch (error) {
+      if (
+        error instanceof PortalError &&
+        !isSystemic(error) &&
+        [400, 403, 404].includes(error.arcgisCode ?? 0)
+      ) {
+        throw new ValidationError(`target.owner: no user ${owner} in the target org`, "target.owner");
+      }
+      throw error;
+    }
+  }
+}

@@ -1,0 +1,225 @@
+import type { PortalClient } from "../arcgis/portal-client.js";
+import { isRetryablePortalError, PortalAuthError, PortalError } from "../arcgis/portal-errors.js";
+import { pages } from "../backup/inventory.js";
+import type { PagedResponse, PortalGroup, PortalItem, UserContentResponse } from "../backup/portal-types.js";
+import { AppError } from "../errors.js";
+
+/** The signed-in user of the target org: who restored items belong to by default. */
+export interface TargetSelf {
+  username: string;
+  orgId: string | null;
+  role: string | null;
+  privileges: string[];
+}
+
+export const PRIVILEGES = {
+  createItem: "portal:user:createItem",
+  publishFeatures: "portal:publisher:publishFeatures",
+  adminUpdateItems: "portal:admin:updateItems",
+} as const;
+
+/** The target user may not create content at all. */
+export class TargetPrivilegeError extends AppError {
+  constructor(username: string, missing: string) {
+    super(
+      `The target user ${username} cannot create content (missing privilege ${missing}); use an identity whose user may create items`,
+      { code: "ERR_TARGET_PRIVILEGES", status: 403, field: "target.identityId" },
+    );
+  }
+}
+
+export async function readTargetSelf(portal: PortalClient): Promise<TargetSelf> {
+  const self = await portal.json<{ username?: string; orgId?: string; role?: string; privileges?: string[] }>(
+    "community/self",
+    {},
+    { method: "GET" },
+  );
+  if (!self.username) {
+    throw new AppError("The target identity is not signed in as a user (community/self has no username)", {
+      code: "ERR_TARGET_NOT_A_USER",
+      status: 400,
+      field: "target.identityId",
+    });
+  }
+  return {
+    username: self.username,
+    orgId: self.orgId ?? null,
+    role: self.role ?? null,
+    privileges: self.privileges ?? [],
+  };
+}
+
+export function assertCanCreate(self: TargetSelf): void {
+  if (!self.privileges.includes(PRIVILEGES.createItem)) {
+    throw new TargetPrivilegeError(self.username, PRIVILEGES.createItem);
+  }
+}
+
+export interface TargetUser {
+  username: string;
+  role?: string;
+  privileges?: string[];
+  userLicenseTypeId?: string;
+}
+
+/**
+ * Members of the target org by lowercase username. A user who may not list the org's members
+ * (not an administrator) knows only itself: every item is then theirs.
+ */
+export async function readTargetUsers(
+  portal: PortalClient,
+  self: TargetSelf,
+): Promise<Map<string, TargetUser>> {
+  const users = new Map<string, TargetUser>();
+  try {
+    for await (const page of pages<PagedResponse & { users: TargetUser[] }>(portal, "portals/self/users")) {
+      for (const user of page.users ?? []) users.set(user.username.toLowerCase(), user);
+    }
+  } catch (error) {
+    if (
+      !(error instanceof PortalError) ||
+      isRetryablePortalError(error) ||
+      error instanceof PortalAuthError
+    ) {
+      throw error;
+    }
+  }
+  if (!users.has(self.username.toLowerCase())) {
+    users.set(self.username.toLowerCase(), {
+      username: self.username,
+      privileges: self.privileges,
+      ...(self.role ? { role: self.role } : {}),
+    });
+  }
+  return users;
+}
+
+/** Groups of the target org, by id and by lowercase title. */
+export async function readTargetGroups(
+  portal: PortalClient,
+  orgId: string | null,
+): Promise<{ byId: Map<string, PortalGroup>; byTitle: Map<string, PortalGroup> }> {
+  const byId = new Map<string, PortalGroup>();
+  const byTitle = new Map<string, PortalGroup>();
+  for await (const page of pages<PagedResponse & { results: PortalGroup[] }>(portal, "community/groups", {
+    q: orgId ? `orgid:${orgId}` : "*",
+  })) {
+    for (const group of page.results ?? []) {
+      byId.set(group.id, group);
+      const key = group.title.toLowerCase();
+      if (!byTitle.has(key)) byTitle.set(key, group);
+    }
+  }
+  return { byId, byTitle };
+}
+
+/** Whether a user may own published hosted services (by privilege, else by role). */
+export function canPublish(user: TargetUser | undefined): boolean {
+  if (!user) return false;
+  if (user.privileges) return user.privileges.includes(PRIVILEGES.publishFeatures);
+  return user.role === "org_admin" || user.role === "org_publisher";
+}
+
+/**
+ * Folders of target owners, found by title (case-insensitive) and created when missing. Two
+ * activities creating the same folder at once: the loser reads the winner's folder.
+ */
+export class FolderResolver {
+  private readonly byOwner = new Map<string, Promise<Map<string, string>>>();
+
+  constructor(private readonly portal: PortalClient) {}
+
+  async ensure(owner: string, title: string | null): Promise<string | null> {
+    if (!title) return null;
+    const key = title.trim().toLowerCase();
+    const folders = await this.folders(owner);
+    const known = folders.get(key);
+    if (known) return known;
+    try {
+      const created = await this.portal.json<{ folder?: { id: string; title: string } }>(
+        `content/users/${encodeURIComponent(owner)}/createFolder`,
+        { title: title.trim() },
+      );
+      if (created.folder?.id) {
+        folders.set(key, created.folder.id);
+        return created.folder.id;
+      }
+    } catch (error) {
+      if (
+        !(error instanceof PortalError) ||
+        isRetryablePortalError(error) ||
+        error instanceof PortalAuthError
+      ) {
+        throw error;
+      }
+      // Taken meanwhile (another activity, another user of the org): read the folders again.
+    }
+    this.byOwner.delete(owner.toLowerCase());
+    const again = await this.folders(owner);
+    const found = again.get(key);
+    if (!found) {
+      throw new AppError(`Folder "${title}" of ${owner} could not be created or found`, {
+        code: "ERR_TARGET_FOLDER",
+        status: 502,
+      });
+    }
+    return found;
+  }
+
+  private folders(owner: string): Promise<Map<string, string>> {
+    const key = owner.toLowerCase();
+    let pending = this.byOwner.get(key);
+    if (!pending) {
+      pending = this.portal
+        .json<UserContentResponse>(
+          `content/users/${encodeURIComponent(owner)}`,
+          { start: 1, num: 1 },
+          { method: "GET" },
+        )
+        .then((page) => new Map((page.folders ?? []).map((f) => [f.title.toLowerCase(), f.id])));
+      pending.catch(() => this.byOwner.delete(key));
+      this.byOwner.set(key, pending);
+    }
+    return pending;
+  }
+}
+
+/** Items of an owner's folder (or root) that carry a typeKeyword: what a crashed create left. */
+export async function findByKeyword(
+  portal: PortalClient,
+  owner: string,
+  folderId: string | null | undefined,
+  keyword: string,
+): Promise<PortalItem | undefined> {
+  const path = `content/users/${encodeURIComponent(owner)}${folderId ? `/${folderId}` : ""}`;
+  for await (const page of pages<UserContentResponse>(portal, path)) {
+    const hit = page.items.find((item) => (item.typeKeywords ?? []).includes(keyword));
+    if (hit) return hit;
+  }
+  return undefined;
+}
+
+/** An owner's item (root or folder) whose service URL names this service. */
+export async function findServiceItem(
+  portal: PortalClient,
+  owner: string,
+  folderId: string | null | undefined,
+  serviceName: string,
+): Promise<PortalItem | undefined> {
+  const path = `content/users/${encodeURIComponent(owner)}${folderId ? `/${folderId}` : ""}`;
+  const wanted = serviceName.toLowerCase();
+  for await (const page of pages<UserContentResponse>(portal, path)) {
+    const hit = page.items.find(
+      (item) =>
+        item.type === "Feature Service" &&
+        typeof item.url === "string" &&
+        new RegExp(`/services/(?:Hosted/)?${escapeRegExp(wanted)}/FeatureServer/?$`, "i").test(item.url),
+    );
+    if (hit) return hit;
+  }
+  return undefined;
+}
+
+function escapeRegExp(value: string): string {
+  return value.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
+}
