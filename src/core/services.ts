@@ -4,6 +4,7 @@ import { GOVERNOR_TABLE, sharedOrgGovernor } from "./arcgis/governor/index.js";
 import type { PortalClient, RequestPacer } from "./arcgis/portal-client.js";
 import { BackupRunner } from "./backup/backup-runner.js";
 import { BackupService } from "./backup/backup-service.js";
+import { createFeatureDataExporter } from "./backup/feature-export.js";
 import { RunStore } from "./backup/runs.js";
 import { type AppConfig, loadConfig } from "./config.js";
 import { ConfigurationError } from "./errors.js";
@@ -110,6 +111,7 @@ async function buildServices(): Promise<Services> {
     runs,
     portalFor,
     openContainer,
+    serviceDataFor: (portal) => createFeatureDataExporter(portal, { log }),
     governorFor: async (identity) =>
       sharedOrgGovernor({
         table: governorTable,

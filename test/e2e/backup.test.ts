@@ -72,6 +72,20 @@ describe("a full backup through the local host", () => {
         expect(file?.path.split("/")).not.toContain("..");
       }
       expect(entry?.access).toBe(item.access === "shared" ? "shared" : item.access);
+      // Hosted feature layers: every feature of every layer, counted; views point at their source.
+      const hosted = item.type === "Feature Service" && item.typeKeywords.includes("Hosted Service");
+      if (hosted && !item.typeKeywords.includes("View Service")) {
+        const layerKeys = Object.keys(entry?.counts ?? {}).filter((k) => k.startsWith("features:"));
+        expect(layerKeys.length, `layers of ${item.id}`).toBeGreaterThan(0);
+        for (const key of layerKeys) {
+          const layerId = Number(key.split(":")[1]);
+          expect(entry?.counts?.[key]).toBe([...app.sim.model.features(item.id, layerId)].length);
+          expect(entry?.files.some((f) => f.path === `features/${layerId}.ndjson`)).toBe(true);
+        }
+      } else if (hosted) {
+        expect(entry?.files.some((f) => f.kind === "features")).toBe(false);
+        expect(entry?.notes.join(" ")).toMatch(/view/i);
+      }
     }
 
     const listed = await app.call("GET", `/api/identities/${identityId}/backups`);
@@ -85,12 +99,23 @@ describe("a full backup through the local host", () => {
     expect(second.itemsExported).toBe(0);
     expect(app.sim.stats.count("sharing/content/items/:id/data")).toBe(0);
 
-    // One item edited: only that one is exported again.
+    // One item edited and one layer's features edited: only those two are exported again.
     const target = expected.find((i) => i.type === "Web Map") ?? expected[0]!;
     app.sim.mutate.editItem(target.id, { title: "Edited title" });
+    const layerItem = expected.find(
+      (i) =>
+        i.type === "Feature Service" &&
+        i.typeKeywords.includes("Hosted Service") &&
+        !i.typeKeywords.includes("View Service"),
+    )!;
+    app.sim.mutate.addFeatures(layerItem.id, 0, 3);
     const third = await runBackup(identityId);
-    expect(third.itemsExported).toBe(1);
-    expect(third.itemsUnchanged).toBe(expected.length - 1);
+    expect(third.itemsExported).toBe(2);
+    expect(third.itemsUnchanged).toBe(expected.length - 2);
+    const thirdManifest = await readManifest(identityId, container, third.runId);
+    const layerEntry = thirdManifest.items.find((i) => i.itemId === layerItem.id);
+    expect(layerEntry?.status).toBe("exported");
+    expect(layerEntry?.counts?.["features:0"]).toBe([...app.sim.model.features(layerItem.id, 0)].length);
   });
 
   test("one backup at a time per identity, and cancel ends the run as cancelled with a manifest", async () => {

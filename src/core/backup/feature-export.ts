@@ -1,6 +1,13 @@
 import { Readable } from "node:stream";
+import { setTimeout as sleep } from "node:timers/promises";
 import type { PortalClient } from "../arcgis/portal-client.js";
-import { isRetryablePortalError, PortalError } from "../arcgis/portal-errors.js";
+import {
+  classifyPortalBody,
+  isRetryablePortalError,
+  PortalError,
+  PortalThrottledError,
+} from "../arcgis/portal-errors.js";
+import { calculateRetryDelay } from "../arcgis/retry-delay.js";
 import { errorMessage } from "../errors.js";
 import type { Logger } from "../log.js";
 import { streamToCache } from "./cache.js";
@@ -18,7 +25,9 @@ import {
   objectIdFieldOf,
   type ServiceRoot,
 } from "./feature-layers.js";
+import { toNdjson } from "./feature-ndjson.js";
 import { type IdSource, mapOrdered, objectIdPages } from "./feature-paging.js";
+import { splitRawPage } from "./feature-raw-page.js";
 import { safeRelativePath } from "./layout.js";
 import type { PortalItem } from "./portal-types.js";
 
@@ -43,8 +52,12 @@ export interface FeatureExportOptions {
   idWindow?: number;
   /** Feature pages in flight per layer (default 2), written in order. */
   pageConcurrency?: number;
-  /** Attachment downloads in flight per object id range (default 4; two ranges run at once). */
+  /** Attachment downloads in flight per object id range (default 6; two ranges run at once). */
   attachmentConcurrency?: number;
+  /** Retries of a page whose body failed after the portal client handed it over (default 5). */
+  maxPageRetries?: number;
+  /** First backoff of those retries (default 500 ms, doubling, with jitter). */
+  retryBaseDelayMs?: number;
   onProgress?: (event: FeatureExportProgress) => void;
   log?: Logger;
 }
@@ -58,6 +71,15 @@ interface FeatureQueryResponse {
   objectIdFieldName?: string;
   features?: FeatureJson[];
   exceededTransferLimit?: boolean;
+}
+
+/** One page of features as NDJSON bytes. */
+interface Page {
+  chunks: Buffer[];
+  count: number;
+  /** The object id range asked for. */
+  first: number;
+  last: number;
 }
 
 /** What one layer's capture produced. */
@@ -85,6 +107,8 @@ class FeatureDataExporter implements ServiceDataExporter {
   private readonly idWindow: number;
   private readonly pageConcurrency: number;
   private readonly attachmentConcurrency: number;
+  private readonly maxPageRetries: number;
+  private readonly retryBaseDelayMs: number;
 
   constructor(
     private readonly portal: PortalClient,
@@ -93,7 +117,9 @@ class FeatureDataExporter implements ServiceDataExporter {
     this.maxPageSize = Math.max(1, Math.floor(options.maxPageSize ?? 2000));
     this.idWindow = Math.max(1, Math.floor(options.idWindow ?? 100_000));
     this.pageConcurrency = Math.max(1, Math.floor(options.pageConcurrency ?? 2));
-    this.attachmentConcurrency = Math.max(1, Math.floor(options.attachmentConcurrency ?? 4));
+    this.attachmentConcurrency = Math.max(1, Math.floor(options.attachmentConcurrency ?? 6));
+    this.maxPageRetries = Math.max(0, Math.floor(options.maxPageRetries ?? 5));
+    this.retryBaseDelayMs = Math.max(1, options.retryBaseDelayMs ?? 500);
   }
 
   async dataVersion(_item: PortalItem, serviceUrl: string): Promise<number | undefined> {
@@ -181,50 +207,83 @@ class FeatureDataExporter implements ServiceDataExporter {
       .map((f) => f.name);
     let unsafeIntegers = false;
 
-    const fetchPage = async (ids: number[]) => {
-      const wanted = new Set(ids);
-      const received = new Set<number>();
-      const rows: Array<{ oid: number; line: string }> = [];
-      let ordered = true;
-      let remaining = ids;
-      for (;;) {
+    /** Asks the service for more of one page by object ids until it stops saying it capped it. */
+    const rest = async (ids: number[], have: Set<number>): Promise<FeatureJson[]> => {
+      const out: FeatureJson[] = [];
+      let remaining = ids.filter((id) => !have.has(id));
+      while (remaining.length > 0) {
         const response = await this.portal.json<FeatureQueryResponse>(`${layerUrl}/query`, {
           ...params,
           objectIds: remaining.join(","),
         });
-        const features = response.features ?? [];
-        const idName = response.objectIdFieldName ?? objectIdField;
-        for (const feature of features) {
-          const oid = objectIdOf(feature, idName);
-          if (oid === undefined || !wanted.has(oid) || received.has(oid)) {
-            throw new FeaturePagingError(
-              `Layer ${label}: a page asked for ${ids.length} object ids (${ids[0]}…${ids.at(-1)}) and got ${
-                oid === undefined ? "a feature without one" : received.has(oid) ? `${oid} twice` : `${oid}`
-              }`,
-            );
-          }
-          received.add(oid);
-          if (rows.length > 0 && (rows.at(-1)?.oid ?? 0) > oid) ordered = false;
-          rows.push({ oid, line: JSON.stringify(feature) });
-          if (bigIntegerFields.length > 0 && !unsafeIntegers) {
-            unsafeIntegers = bigIntegerFields.some((name) => {
-              const value = feature.attributes?.[name];
-              return typeof value === "number" && !Number.isSafeInteger(value);
-            });
-          }
+        const page = response.features ?? [];
+        for (const feature of page) {
+          const oid = objectIdOf(feature, response.objectIdFieldName ?? objectIdField);
+          if (oid !== undefined) have.add(oid);
+          out.push(feature);
         }
         if (!response.exceededTransferLimit) break;
-        // The service sent less than asked (its own cap): ask for the rest of this page.
-        remaining = remaining.filter((id) => !received.has(id));
-        if (remaining.length === 0) break;
-        if (features.length === 0) {
+        if (page.length === 0) {
           throw new FeaturePagingError(`Layer ${label}: the service reports more rows but sends none`);
         }
+        remaining = remaining.filter((id) => !have.has(id));
       }
-      if (!ordered) rows.sort((a, b) => a.oid - b.oid);
-      let text = "";
-      for (const row of rows) text += `${row.line}\n`;
-      return { text, count: rows.length, first: ids[0] as number, last: ids.at(-1) as number };
+      return out;
+    };
+
+    /**
+     * One page: the object id range of `ids`. The usual answer is split as it came (see
+     * splitRawPage); an unusual one is parsed, and a capped one completed by object ids.
+     */
+    const fetchPage = async (ids: number[]): Promise<Page> => {
+      const first = ids[0] as number;
+      const last = ids.at(-1) as number;
+      const bytes = await this.retrying(() =>
+        this.readPage(`${layerUrl}/query`, {
+          ...params,
+          where: `${objectIdField} >= ${first} AND ${objectIdField} <= ${last}`,
+          f: "json",
+        }),
+      );
+      const raw = splitRawPage(
+        bytes,
+        objectIdField,
+        (oids, exceeded) => !exceeded && ascendingWithin(oids, first, last),
+      );
+      if (raw) return { chunks: raw.chunks, count: raw.oids.length, first, last };
+
+      const response = classifyPortalBody(
+        JSON.parse(bytes.toString("utf8")) as FeatureQueryResponse,
+        layerUrl,
+      );
+      const features = [...(response.features ?? [])];
+      if (response.exceededTransferLimit) {
+        const have = new Set<number>();
+        for (const feature of features) {
+          const oid = objectIdOf(feature, response.objectIdFieldName ?? objectIdField);
+          if (oid !== undefined) have.add(oid);
+        }
+        features.push(...(await rest(ids, have)));
+      }
+      const oids = features.map((feature) => {
+        const oid = objectIdOf(feature, response.objectIdFieldName ?? objectIdField);
+        if (oid === undefined) {
+          throw new FeaturePagingError(
+            `Layer ${label}: a feature came without its object id (${objectIdField})`,
+          );
+        }
+        return oid;
+      });
+      const rows = inObjectIdOrder(features, oids);
+      if (!ascendingWithin(rows.oids, first, last)) {
+        throw new FeaturePagingError(
+          `Layer ${label}: a page for object ids ${first}…${last} held ids outside that range or twice`,
+        );
+      }
+      if (bigIntegerFields.length > 0 && !unsafeIntegers) {
+        unsafeIntegers = hasUnsafeIntegers(rows.features, bigIntegerFields);
+      }
+      return { chunks: [Buffer.from(toNdjson(rows.features))], count: rows.oids.length, first, last };
     };
 
     let written = 0;
@@ -239,7 +298,7 @@ class FeatureDataExporter implements ServiceDataExporter {
         written += page.count;
         ranges.push(page.first, page.last);
         this.progress(serviceUrl, layer.id, "features", written, expected, false);
-        if (page.text.length > 0) yield Buffer.from(page.text);
+        for (const chunk of page.chunks) if (chunk.length > 0) yield chunk;
       }
     }.bind(this);
 
@@ -263,6 +322,42 @@ class FeatureDataExporter implements ServiceDataExporter {
       );
     }
     return { features: written, ranges };
+  }
+
+  /**
+   * A query answer as the service's bytes. The portal client retries what fails before the body
+   * arrives; a body cut off, or an error the client could not see (it only looks into small
+   * JSON bodies of known length), is retried here by `retrying`.
+   */
+  private async readPage(url: string, params: Record<string, unknown>): Promise<Buffer> {
+    const stream = await this.portal.openStream(url, params);
+    if (!stream) throw new FeaturePagingError(`A query came back empty: ${url}`);
+    const bytes = await readAll(stream.body);
+    if (startsWith(bytes, ERROR_START)) classifyPortalBody(JSON.parse(bytes.toString("utf8")), url);
+    return bytes;
+  }
+
+  private async retrying<T>(attempt: () => Promise<T>): Promise<T> {
+    for (let retry = 0; ; retry++) {
+      try {
+        return await attempt();
+      } catch (error) {
+        if (retry >= this.maxPageRetries || !isTransient(error)) throw error;
+        const delay = calculateRetryDelay({
+          attempt: retry + 1,
+          baseDelayMs: this.retryBaseDelayMs,
+          maxDelayMs: this.retryBaseDelayMs * 60,
+          ...(error instanceof PortalThrottledError && error.retryAfterMs !== undefined
+            ? { retryAfterMs: error.retryAfterMs }
+            : {}),
+        });
+        // Counted with the client's own retries: a run reports them together.
+        this.portal.stats.retries++;
+        this.portal.stats.retryWaitMs += delay;
+        if (error instanceof PortalThrottledError) this.portal.stats.throttled++;
+        await sleep(delay);
+      }
+    }
   }
 
   private idSource(layerUrl: string, objectIdField: string): IdSource {
@@ -362,6 +457,73 @@ function queryParams(layer: LayerDefinition): Record<string, unknown> {
     params.returnGeometry = false;
   }
   return params;
+}
+
+function inObjectIdOrder(
+  features: FeatureJson[],
+  oids: number[],
+): { features: FeatureJson[]; oids: number[] } {
+  let ascending = true;
+  for (let i = 1; i < oids.length && ascending; i++)
+    ascending = (oids[i - 1] as number) < (oids[i] as number);
+  if (ascending) return { features, oids };
+  const order = oids.map((_, i) => i).sort((a, b) => (oids[a] as number) - (oids[b] as number));
+  return {
+    features: order.map((i) => features[i] as FeatureJson),
+    oids: order.map((i) => oids[i] as number),
+  };
+}
+
+/** Strictly ascending (so no id twice) and all within [first, last]. */
+function ascendingWithin(oids: readonly number[], first: number, last: number): boolean {
+  let previous = first - 1;
+  for (const oid of oids) {
+    if (!(oid > previous) || oid > last) return false;
+    previous = oid;
+  }
+  return true;
+}
+
+const ERROR_START = Buffer.from('{"error"');
+
+function startsWith(bytes: Buffer, prefix: Buffer): boolean {
+  let i = 0;
+  while (
+    i < bytes.length &&
+    (bytes[i] === 0x20 || bytes[i] === 0x0a || bytes[i] === 0x0d || bytes[i] === 0x09)
+  )
+    i++;
+  return bytes.length - i >= prefix.length && bytes.subarray(i, i + prefix.length).equals(prefix);
+}
+
+/** Failures a new attempt may cure: typed transient errors, cut connections, cut bodies. */
+function isTransient(error: unknown): boolean {
+  if (isRetryablePortalError(error)) return true;
+  if (error instanceof SyntaxError || error instanceof TypeError) return true;
+  const code = (error as NodeJS.ErrnoException | undefined)?.code;
+  return (
+    code === "ECONNRESET" ||
+    code === "EPIPE" ||
+    code === "UND_ERR_SOCKET" ||
+    code === "ERR_STREAM_PREMATURE_CLOSE" ||
+    code === "ABORT_ERR"
+  );
+}
+
+async function readAll(body: Readable): Promise<Buffer> {
+  const chunks: Buffer[] = [];
+  for await (const chunk of body)
+    chunks.push(Buffer.isBuffer(chunk) ? chunk : Buffer.from(chunk as Uint8Array));
+  return chunks.length === 1 ? (chunks[0] as Buffer) : Buffer.concat(chunks);
+}
+
+function hasUnsafeIntegers(features: FeatureJson[], fields: string[]): boolean {
+  return features.some((feature) =>
+    fields.some((name) => {
+      const value = feature.attributes?.[name];
+      return typeof value === "number" && !Number.isSafeInteger(value);
+    }),
+  );
 }
 
 function objectIdOf(feature: FeatureJson, field: string): number | undefined {
