@@ -7,6 +7,7 @@ import type { BenchResult, BenchSection } from "./types.js";
  */
 const sections: Record<string, () => Promise<BenchSection>> = {
   backup: async () => (await import("./backup.js")).benchBackup,
+  "feature-export": async () => (await import("./feature-export.js")).benchFeatureExport,
   "local-host": async () => (await import("./local-host.js")).benchLocalHost,
   pacing: async () => (await import("./pacing.js")).benchPacing,
 };
