@@ -6,7 +6,6 @@ import {
   pageLayer,
   portalClient,
   sampleUsage,
-  shrinkSimMeterWindow,
   startMeteredSim,
 } from "../test/governor/harness.js";
 import { startAzurite } from "../tools/azurite.js";
@@ -27,14 +26,13 @@ export const benchPacing: BenchSection = async ({ quick }) => {
   const pageSize = 100; // 3 units a page without geometry
   const features = Math.ceil((4 * budget) / 3) * pageSize;
   const concurrency = 8;
-  const undoWindow = shrinkSimMeterWindow(windowMs);
   const azurite = await startAzurite();
   try {
     const table = await openAppTable({ connectionString: azurite.connectionString }, GOVERNOR_TABLE, () => {
       throw new Error("a connection string needs no credential");
     });
     const run = async (paced: boolean) => {
-      const metered = await startMeteredSim({ features, budget, coolOffMs: windowMs });
+      const metered = await startMeteredSim({ features, budget, coolOffMs: windowMs, windowMs });
       try {
         const governor = paced
           ? createOrgGovernor({
@@ -131,7 +129,6 @@ export const benchPacing: BenchSection = async ({ quick }) => {
       ],
     };
   } finally {
-    undoWindow();
     await azurite.stop();
   }
 };

@@ -99,6 +99,13 @@ export const SETTINGS: readonly SettingSpec[] = [
     requiredInAzure: false,
   },
   {
+    name: "REQUEST_UNITS_WINDOW_SECONDS",
+    description:
+      "The window over which ArcGIS Online meters an org's request units (a minute). Change it only to match a simulator in tests.",
+    defaultValue: "60",
+    requiredInAzure: false,
+  },
+  {
     name: "LOG_LEVEL",
     description: "Lowest level of the app's own log lines: info, warn or error.",
     defaultValue: "info",
@@ -134,6 +141,7 @@ export interface AppConfig {
   publicBaseUrl?: string;
   managedIdentityClientId?: string;
   logLevel: "info" | "warn" | "error";
+  requestUnitsWindowMs: number;
 }
 
 type Env = Record<string, string | undefined>;
@@ -165,6 +173,13 @@ export function loadConfig(env: Env = process.env): AppConfig {
   if (logLevel !== "info" && logLevel !== "warn" && logLevel !== "error") {
     throw new ConfigurationError("LOG_LEVEL must be info, warn or error", "LOG_LEVEL");
   }
+  const windowSeconds = Number(setting(env, "REQUEST_UNITS_WINDOW_SECONDS"));
+  if (!Number.isFinite(windowSeconds) || windowSeconds < 1 || windowSeconds > 3600) {
+    throw new ConfigurationError(
+      "REQUEST_UNITS_WINDOW_SECONDS must be a number of seconds from 1 to 3600",
+      "REQUEST_UNITS_WINDOW_SECONDS",
+    );
+  }
   const connectionString = env.AzureWebJobsStorage?.trim();
   const appStorage: AppStorageConfig = {};
   if (connectionString) {
@@ -193,6 +208,7 @@ export function loadConfig(env: Env = process.env): AppConfig {
     cacheRoot: setting(env, "CACHE_ROOT")!,
     cacheMaxBytes,
     logLevel,
+    requestUnitsWindowMs: windowSeconds * 1000,
   };
   if (keyVaultUrl) config.keyVaultUrl = keyVaultUrl;
   const publicBaseUrl = setting(env, "PUBLIC_BASE_URL");

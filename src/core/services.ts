@@ -1,6 +1,6 @@
 import type { TokenCredential } from "@azure/identity";
 import type { ContainerClient } from "@azure/storage-blob";
-import { GOVERNOR_TABLE, sharedOrgGovernor } from "./arcgis/governor/index.js";
+import { GOVERNOR_TABLE, type OrgRateGovernor, sharedOrgGovernor } from "./arcgis/governor/index.js";
 import type { PortalClient, RequestPacer } from "./arcgis/portal-client.js";
 import { BackupRunner } from "./backup/backup-runner.js";
 import { BackupService } from "./backup/backup-service.js";
@@ -32,6 +32,8 @@ export interface Services {
   runner: BackupRunner;
   /** The identity's backup container (connection string from the secret store, or the app's identity). */
   openContainer(identity: StoredIdentity): Promise<ContainerClient>;
+  /** The org's request-unit governor, shared by every backup and restore of the org. */
+  governorFor(identity: StoredIdentity): Promise<OrgRateGovernor>;
   /** A signed-in portal client for the identity (secrets read from the secret store). */
   portalFor(identity: StoredIdentity, options?: { pacer?: RequestPacer }): Promise<PortalClient>;
 }
@@ -106,18 +108,20 @@ async function buildServices(): Promise<Services> {
   const runs = new RunStore(await openAppTable(config.appStorage, config.runsTable, lazyCredential));
   const backups = new BackupService({ identities, runs, log });
   const governorTable = await openAppTable(config.appStorage, GOVERNOR_TABLE, lazyCredential);
+  const governorFor = async (identity: StoredIdentity) =>
+    sharedOrgGovernor({
+      table: governorTable,
+      orgKey: identity.sharingUrl,
+      budgetShare: identity.maxOrgBudgetShare,
+      windowMs: config.requestUnitsWindowMs,
+    });
   const runner = new BackupRunner({
     identities,
     runs,
     portalFor,
     openContainer,
     serviceDataFor: (portal) => createFeatureDataExporter(portal, { log }),
-    governorFor: async (identity) =>
-      sharedOrgGovernor({
-        table: governorTable,
-        orgKey: identity.sharingUrl,
-        budgetShare: identity.maxOrgBudgetShare,
-      }),
+    governorFor,
     cacheMaxBytes: config.cacheMaxBytes,
     log,
   });
@@ -133,5 +137,6 @@ async function buildServices(): Promise<Services> {
     runs,
     backups,
     runner,
+    governorFor,
   };
 }

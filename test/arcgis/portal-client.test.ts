@@ -64,6 +64,25 @@ describe("the portal client", () => {
     );
   });
 
+  test("an ArcGIS error inside a download (HTTP 200, chunked JSON) is an error, never file data", async () => {
+    const client = signedIn({ maxRetries: 0 });
+    const item = [...sim.model.items()].find((i) => i.type === "Web Map")!;
+    sim.setFaults([{ match: "**/data", action: "bodyError", status: 403 }]);
+    await expect(client.openStream(`content/items/${item.id}/data`)).rejects.toMatchObject({
+      code: "ERR_PORTAL_FORBIDDEN",
+    });
+  });
+
+  test("a download cut short of its Content-Length fails, so the file is fetched again", async () => {
+    const client = signedIn({ maxRetries: 0 });
+    const item = [...sim.model.items()].find((i) => i.type === "PDF")!;
+    sim.setFaults([{ match: "storage/**", action: "truncate", times: 1 }]);
+    const download = async () => readAll((await client.openStream(`content/items/${item.id}/data`))!.body);
+    await expect(download()).rejects.toBeInstanceOf(PortalTransientError);
+    // The next attempt gets the whole file.
+    expect((await download()).equals(sim.model.itemDataBuffer(item.id)!)).toBe(true);
+  });
+
   test("an expired token (498) is refreshed once and the call succeeds", async () => {
     const client = signedIn();
     await client.json("portals/self");

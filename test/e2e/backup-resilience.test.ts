@@ -25,11 +25,13 @@ async function backupAndManifest(identityId: string, container: string) {
 }
 
 describe("backups survive what real portals do", () => {
-  test("429s with and without Retry-After, 5xx, resets and truncated bodies are retried; nothing is lost", async () => {
+  test("429s (HTTP status or a 200 error body), 5xx, resets and truncated bodies are retried; nothing is lost", {
+    timeout: 120_000,
+  }, async () => {
     const created = await app.createIdentity();
     app.sim.setFaults([
       { match: "sharing/content/items/*", action: "status", status: 429, retryAfter: 1, every: 5 },
-      { match: "sharing/content/items/*/data", action: "bodyError", status: 429, every: 4 },
+      { match: "sharing/content/items/*/data", action: "bodyError", status: 429, retryAfter: 1, every: 4 },
       { match: "sharing/content/items/*/resources", action: "status", status: 503, every: 3 },
       { match: "sharing/content/items/*/info/**", action: "reset", every: 6 },
       { match: "sharing/content/users/**", action: "truncate", times: 2 },

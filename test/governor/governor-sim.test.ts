@@ -9,7 +9,6 @@ import {
   pageLayer,
   portalClient,
   sampleUsage,
-  shrinkSimMeterWindow,
   startMeteredSim,
 } from "./harness.js";
 
@@ -21,11 +20,9 @@ const COOL_OFF_MS = 1_500;
 const PAGE = 100; // 1 + 100/50 = 3 units a page without geometry
 
 let table: TableClient;
-let undoWindow: () => void;
 const sims: MeteredSim[] = [];
 
 beforeAll(async () => {
-  undoWindow = shrinkSimMeterWindow(WINDOW_MS);
   table = await governorTable(inject("azurite").connectionString);
 });
 
@@ -33,10 +30,14 @@ afterEach(async () => {
   await Promise.all(sims.splice(0).map((m) => m.sim.close()));
 });
 
-afterAll(() => undoWindow());
-
 async function sim(features: number, options: { kind?: "online" | "enterprise" } = {}): Promise<MeteredSim> {
-  const metered = await startMeteredSim({ features, budget: BUDGET, coolOffMs: COOL_OFF_MS, ...options });
+  const metered = await startMeteredSim({
+    features,
+    budget: BUDGET,
+    coolOffMs: COOL_OFF_MS,
+    windowMs: WINDOW_MS,
+    ...options,
+  });
   sims.push(metered);
   return metered;
 }

@@ -3,30 +3,7 @@ import { GOVERNOR_TABLE } from "../../src/core/arcgis/governor/index.js";
 import { PortalClient, type RequestPacer, type TokenProvider } from "../../src/core/arcgis/portal-client.js";
 import { openAppTable } from "../../src/core/tables/table-client.js";
 import { type PortalSim, type PortalSimOptions, startPortalSim } from "../portal-sim/index.js";
-import { RequestUnits } from "../portal-sim/request-units.js";
 import { tokenFor } from "../portal-sim/test-helpers.js";
-
-/**
- * WORKAROUND: the simulator's request-unit meter has a fixed 60 s window and no option to
- * shorten it, which would make every paced test take minutes. Until it grows one, this
- * narrows the window of every meter in this process (patching its trim step at run time; the
- * simulator's files stay as they are). Returns the undo.
- */
-export function shrinkSimMeterWindow(windowMs: number): () => void {
-  type Meter = { events: { t: number; cost: number }[]; head: number; sum: number };
-  const proto = RequestUnits.prototype as unknown as { trim(this: Meter, now: number): void };
-  const original = proto.trim;
-  proto.trim = function (this: Meter, now: number) {
-    while (this.head < this.events.length && (this.events[this.head]?.t ?? 0) <= now - windowMs) {
-      this.sum -= this.events[this.head]?.cost ?? 0;
-      this.head++;
-    }
-    original.call(this, now);
-  };
-  return () => {
-    proto.trim = original;
-  };
-}
 
 export interface MeteredSim {
   sim: PortalSim;
@@ -37,7 +14,7 @@ export interface MeteredSim {
 
 /** An Online org with one hosted feature service whose first layer holds `features` features. */
 export async function startMeteredSim(
-  options: { features: number; budget: number; coolOffMs: number } & Pick<
+  options: { features: number; budget: number; coolOffMs: number; windowMs: number } & Pick<
     PortalSimOptions,
     "latencyMs" | "kind"
   >,
@@ -49,6 +26,7 @@ export async function startMeteredSim(
     latencyMs: options.latencyMs ?? 2,
     requestUnitsPerMinute: options.budget,
     coolOffMs: options.coolOffMs,
+    requestUnitsWindowMs: options.windowMs,
     overrides: { items: { featureService: 1 }, bigLayerFeatures: options.features },
   });
   const service = [...sim.model.items()].find((item) => item.type === "Feature Service");

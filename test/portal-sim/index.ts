@@ -49,6 +49,8 @@ export interface PortalSimOptions {
   faults?: FaultRule[];
   requestUnitsPerMinute?: number;
   coolOffMs?: number;
+  /** The metering window (default 60 s, as Online); tests shorten it with the app's own window. */
+  requestUnitsWindowMs?: number;
   /** Counts for custom sizes; `items` replaces the size's item counts entirely. */
   overrides?: Partial<OrgShape>;
   /** Org url key (usernames end in `_<urlKey>`); default `sim<seed>`, `sim<seed>n2`, … per process. */
@@ -136,6 +138,7 @@ export async function startPortalSim(options: PortalSimOptions = {}): Promise<Po
           options.requestUnitsPerMinute ?? 10_000,
           options.coolOffMs ?? 60_000,
           hash32(seed, urlKey, "ru"),
+          options.requestUnitsWindowMs ?? 60_000,
         )
       : null;
   const servers = new SimServers({

@@ -15,7 +15,8 @@ export interface ThrottleStyle {
 }
 
 /**
- * ArcGIS Online's per-org request-unit meter: a sliding 60 s window of spent units; a request
+ * ArcGIS Online's per-org request-unit meter: a sliding window (60 s, as Online meters per minute;
+ * shorter for fast tests) of spent units; a request
  * that would push usage past the budget starts a lockout during which every request of the org
  * is refused.
  */
@@ -32,10 +33,11 @@ export class RequestUnits {
     readonly max: number,
     readonly coolOffMs: number,
     private readonly seed: number,
+    readonly windowMs = 60_000,
   ) {}
 
   private trim(now: number): void {
-    while (this.head < this.events.length && (this.events[this.head]?.t ?? 0) <= now - 60_000) {
+    while (this.head < this.events.length && (this.events[this.head]?.t ?? 0) <= now - this.windowMs) {
       this.sum -= this.events[this.head]?.cost ?? 0;
       this.head++;
     }

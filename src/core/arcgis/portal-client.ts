@@ -1,5 +1,5 @@
 import { Readable, Transform } from "node:stream";
-import type { ReadableStream as WebReadableStream } from "node:stream/web";
+import type { ReadableStreamDefaultReader, ReadableStream as WebReadableStream } from "node:stream/web";
 import { setTimeout as sleep } from "node:timers/promises";
 import { encodeFormData, encodeQueryString } from "@esri/arcgis-rest-request";
 import {
@@ -81,8 +81,10 @@ export interface PortalClientStats {
 
 export const DEFAULT_REFERER = "arcgis-org-backup";
 const MAX_REDIRECTS = 5;
-/** Bodies up to this size with a JSON or text type are checked for an ArcGIS error. */
+/** An ArcGIS error body is read whole up to this size. */
 const ERROR_SNIFF_LIMIT = 1024 * 1024;
+/** Bytes looked at to tell an error body from data. */
+const ERROR_PEEK_BYTES = 32;
 
 /**
  * The one way this app talks to a portal or ArcGIS Server: parameters encoded the ArcGIS way
@@ -195,34 +197,47 @@ export class PortalClient {
         await response.body?.cancel();
         return undefined;
       }
-      const small = contentLength !== undefined && contentLength <= ERROR_SNIFF_LIMIT;
-      if (small && (contentType?.includes("json") || contentType?.includes("text/plain"))) {
-        // A JSON error can hide behind these types; keep the exact bytes either way.
-        const bytes = Buffer.from(await response.arrayBuffer());
-        if (bytes.length < (contentLength ?? 0)) {
-          throw new PortalTransientError(`Truncated response from ${redactPath(url)}`, {
+      const reader = (response.body as WebReadableStream<Uint8Array>).getReader();
+      const mayBeError = contentType?.includes("json") || contentType?.includes("text/plain");
+      // Peek: an empty chunked body is no data; a JSON error hides behind JSON and text types.
+      let head = Buffer.alloc(0);
+      let ended = false;
+      while (head.length < ERROR_PEEK_BYTES) {
+        const { done, value } = await reader.read();
+        if (done) {
+          ended = true;
+          break;
+        }
+        head = Buffer.concat([head, value]);
+      }
+      if (ended && head.length === 0) return undefined;
+      if (mayBeError && /^\s*\{\s*"error"\s*:/.test(head.toString("utf8"))) {
+        const chunks = [head];
+        let size = head.length;
+        while (!ended && size <= ERROR_SNIFF_LIMIT) {
+          const { done, value } = await reader.read();
+          if (done) ended = true;
+          else {
+            chunks.push(Buffer.from(value));
+            size += value.length;
+          }
+        }
+        const text = Buffer.concat(chunks).toString("utf8");
+        let parsed: unknown;
+        try {
+          parsed = JSON.parse(text);
+        } catch {
+          throw new PortalTransientError(`Truncated error response from ${redactPath(url)}`, {
             code: "ERR_PORTAL_BAD_RESPONSE",
             status: 502,
           });
         }
-        if (bytes.length === 0) return undefined;
-        let parsed: unknown;
-        try {
-          parsed = JSON.parse(bytes.toString("utf8"));
-        } catch {
-          parsed = undefined;
-        }
-        if (parsed !== undefined) classifyPortalBody(parsed, url);
-        return {
-          body: Readable.from([bytes]),
-          contentType,
-          contentLength: bytes.length,
-          fileName: fileNameFrom(response.headers.get("content-disposition")),
-        } satisfies PortalStream;
+        classifyPortalBody(parsed, url, parseRetryAfter(response.headers.get("retry-after")));
+        head = Buffer.concat(chunks);
       }
       const stream: PortalStream = {
         body: withIdleTimeout(
-          Readable.fromWeb(response.body as WebReadableStream<Uint8Array>),
+          Readable.from(replay(head, ended ? undefined : reader, contentLength, url)),
           this.options.idleTimeoutMs,
           controller,
         ),
@@ -352,6 +367,29 @@ export class PortalClient {
       });
     }
     return text;
+  }
+}
+
+/** The peeked bytes, then the rest of the body; a body shorter than announced is a transient error. */
+async function* replay(
+  head: Buffer,
+  reader: ReadableStreamDefaultReader<Uint8Array> | undefined,
+  contentLength: number | undefined,
+  url: string,
+): AsyncGenerator<Buffer> {
+  let size = head.length;
+  if (head.length > 0) yield head;
+  while (reader) {
+    const { done, value } = await reader.read();
+    if (done) break;
+    size += value.length;
+    yield Buffer.from(value.buffer, value.byteOffset, value.byteLength);
+  }
+  if (contentLength !== undefined && size < contentLength) {
+    throw new PortalTransientError(`Truncated response from ${redactPath(url)}`, {
+      code: "ERR_PORTAL_BAD_RESPONSE",
+      status: 502,
+    });
   }
 }
 

@@ -1,4 +1,3 @@
-import { GOVERNOR_TABLE, sharedOrgGovernor } from "../arcgis/governor/index.js";
 import { getServices, type Services } from "../services.js";
 import { openAppTable } from "../tables/table-client.js";
 import { RestoreRunner } from "./restore-runner.js";
@@ -32,18 +31,12 @@ export async function getRestoreServices(): Promise<RestoreServices> {
 async function build(base: Services): Promise<RestoreServices> {
   const table = await openAppTable(base.config.appStorage, base.config.runsTable, base.credential);
   const store = new RestoreStore(table);
-  const governorTable = await openAppTable(base.config.appStorage, GOVERNOR_TABLE, base.credential);
   const runner = new RestoreRunner({
     identities: base.identities,
     store,
     portalFor: (identity) => base.portalFor(identity),
     openContainer: (identity) => base.openContainer(identity),
-    governorFor: async (identity) =>
-      sharedOrgGovernor({
-        table: governorTable,
-        orgKey: identity.sharingUrl,
-        budgetShare: identity.maxOrgBudgetShare,
-      }),
+    governorFor: (identity) => base.governorFor(identity),
     log: base.log,
   });
   const restores = new RestoreService({
