@@ -54,7 +54,6 @@ describe("a backup paced by the org's request-unit budget", () => {
       expect(run.traffic.budgetWaitMs).toBeGreaterThan(0);
       expect(app.sim.requestUnits().lockouts).toBe(0);
       // The org as a whole stayed under its budget: our share plus the others' load.
-      console.log("PEAK", peakUsage, JSON.stringify(run.traffic));
       expect(peakUsage).toBeLessThanOrEqual(BUDGET);
       expect(others.results().throttled).toBe(0);
       expect(others.results().ok).toBeGreaterThan(0);

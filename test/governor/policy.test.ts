@@ -312,3 +312,16 @@ describe("cost estimator", () => {
     expect(costs.estimate("c")).toBeGreaterThanOrEqual(3);
   });
 });
+
+describe("cost keys by query shape", () => {
+  it("tell a count from ids from pages of features of about a given size", () => {
+    const url = "https://services.arcgis.com/org/arcgis/rest/services/Parks/FeatureServer/0/query";
+    expect(costKey(url, { returnCountOnly: true })).toBe(`${url}#count`);
+    expect(costKey(url, { returnIdsOnly: "true" })).toBe(`${url}#ids`);
+    expect(costKey(url, { where: "OBJECTID >= 1 AND OBJECTID <= 1000" })).toBe(`${url}#features-1024`);
+    expect(costKey(url, { resultRecordCount: 2000, returnGeometry: false })).toBe(
+      `${url}#features-2048-nogeometry`,
+    );
+    expect(costKey(url.replace("/query", ""), { f: "json" })).toBe(url.replace("/query", ""));
+  });
+});

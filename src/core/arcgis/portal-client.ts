@@ -22,6 +22,8 @@ export interface TokenProvider {
 /** What a pacer (the org's rate governor) learns from each response. */
 export interface ResponseObservation {
   url: string;
+  /** The request's parameters (never the token): what kind of query it was. */
+  params?: Record<string, unknown>;
   status: number;
   throttled: boolean;
   latencyMs: number;
@@ -31,7 +33,7 @@ export interface ResponseObservation {
 /** Hooks that let a rate governor slow requests down before the org's budget runs out. */
 export interface RequestPacer {
   /** Awaited before every attempt, outside its timeout: waiting for budget is not a timeout. */
-  beforeRequest(url: string): Promise<void>;
+  beforeRequest(url: string, params?: Record<string, unknown>): Promise<void>;
   afterResponse(observation: ResponseObservation): void;
   /** A 429 that arrived as an ArcGIS error inside an HTTP 200 body. */
   onThrottled?(url: string, retryAfterMs: number | undefined): void;
@@ -151,29 +153,34 @@ export class PortalClient {
     options: RequestOptions = {},
   ): Promise<T> {
     const url = this.resolve(pathOrUrl);
-    return this.withRetries(url, options, async (token, signal) => {
-      const response = await this.send(
-        url,
-        { ...params, f: "json" },
-        token,
-        signal,
-        options.method ?? "POST",
-      );
-      const text = await this.readText(response, url);
-      if (text.trim() === "") return {} as T;
-      let body: unknown;
-      try {
-        body = JSON.parse(text);
-      } catch (cause) {
-        // A truncated or HTML body (gateways, cut connections): transient.
-        throw new PortalTransientError(`Unreadable JSON from ${redactPath(url)}`, {
-          code: "ERR_PORTAL_BAD_RESPONSE",
-          status: 502,
-          cause,
-        });
-      }
-      return classifyPortalBody(body as T, url, parseRetryAfter(response.headers.get("retry-after")));
-    });
+    return this.withRetries(
+      url,
+      options,
+      async (token, signal) => {
+        const response = await this.send(
+          url,
+          { ...params, f: "json" },
+          token,
+          signal,
+          options.method ?? "POST",
+        );
+        const text = await this.readText(response, url);
+        if (text.trim() === "") return {} as T;
+        let body: unknown;
+        try {
+          body = JSON.parse(text);
+        } catch (cause) {
+          // A truncated or HTML body (gateways, cut connections): transient.
+          throw new PortalTransientError(`Unreadable JSON from ${redactPath(url)}`, {
+            code: "ERR_PORTAL_BAD_RESPONSE",
+            status: 502,
+            cause,
+          });
+        }
+        return classifyPortalBody(body as T, url, parseRetryAfter(response.headers.get("retry-after")));
+      },
+      params,
+    );
   }
 
   /**
@@ -188,76 +195,82 @@ export class PortalClient {
     options: RequestOptions = {},
   ): Promise<PortalStream | undefined> {
     const url = this.resolve(pathOrUrl);
-    return this.withRetries(url, options, async (token, signal, controller) => {
-      const response = await this.send(url, params, token, signal, "GET");
-      const contentType = response.headers.get("content-type") ?? undefined;
-      const lengthHeader = response.headers.get("content-length");
-      const contentLength = lengthHeader === null ? undefined : Number(lengthHeader);
-      if (contentLength === 0 || !response.body) {
-        await response.body?.cancel();
-        return undefined;
-      }
-      const reader = (response.body as WebReadableStream<Uint8Array>).getReader();
-      const mayBeError = contentType?.includes("json") || contentType?.includes("text/plain");
-      // Peek: an empty chunked body is no data; a JSON error hides behind JSON and text types.
-      let head = Buffer.alloc(0);
-      let ended = false;
-      while (head.length < ERROR_PEEK_BYTES) {
-        const { done, value } = await reader.read();
-        if (done) {
-          ended = true;
-          break;
+    return this.withRetries(
+      url,
+      options,
+      async (token, signal, controller) => {
+        const response = await this.send(url, params, token, signal, "GET");
+        const contentType = response.headers.get("content-type") ?? undefined;
+        const lengthHeader = response.headers.get("content-length");
+        const contentLength = lengthHeader === null ? undefined : Number(lengthHeader);
+        if (contentLength === 0 || !response.body) {
+          await response.body?.cancel();
+          return undefined;
         }
-        head = Buffer.concat([head, value]);
-      }
-      if (ended && head.length === 0) return undefined;
-      if (mayBeError && /^\s*\{\s*"error"\s*:/.test(head.toString("utf8"))) {
-        const chunks = [head];
-        let size = head.length;
-        while (!ended && size <= ERROR_SNIFF_LIMIT) {
+        const reader = (response.body as WebReadableStream<Uint8Array>).getReader();
+        const mayBeError = contentType?.includes("json") || contentType?.includes("text/plain");
+        // Peek: an empty chunked body is no data; a JSON error hides behind JSON and text types.
+        let head = Buffer.alloc(0);
+        let ended = false;
+        while (head.length < ERROR_PEEK_BYTES) {
           const { done, value } = await reader.read();
-          if (done) ended = true;
-          else {
-            chunks.push(Buffer.from(value));
-            size += value.length;
+          if (done) {
+            ended = true;
+            break;
           }
+          head = Buffer.concat([head, value]);
         }
-        const text = Buffer.concat(chunks).toString("utf8");
-        let parsed: unknown;
-        try {
-          parsed = JSON.parse(text);
-        } catch {
-          throw new PortalTransientError(`Truncated error response from ${redactPath(url)}`, {
-            code: "ERR_PORTAL_BAD_RESPONSE",
-            status: 502,
-          });
+        if (ended && head.length === 0) return undefined;
+        if (mayBeError && /^\s*\{\s*"error"\s*:/.test(head.toString("utf8"))) {
+          const chunks = [head];
+          let size = head.length;
+          while (!ended && size <= ERROR_SNIFF_LIMIT) {
+            const { done, value } = await reader.read();
+            if (done) ended = true;
+            else {
+              chunks.push(Buffer.from(value));
+              size += value.length;
+            }
+          }
+          const text = Buffer.concat(chunks).toString("utf8");
+          let parsed: unknown;
+          try {
+            parsed = JSON.parse(text);
+          } catch {
+            throw new PortalTransientError(`Truncated error response from ${redactPath(url)}`, {
+              code: "ERR_PORTAL_BAD_RESPONSE",
+              status: 502,
+            });
+          }
+          classifyPortalBody(parsed, url, parseRetryAfter(response.headers.get("retry-after")));
+          head = Buffer.concat(chunks);
         }
-        classifyPortalBody(parsed, url, parseRetryAfter(response.headers.get("retry-after")));
-        head = Buffer.concat(chunks);
-      }
-      const stream: PortalStream = {
-        body: withIdleTimeout(
-          Readable.from(replay(head, ended ? undefined : reader, contentLength, url)),
-          this.options.idleTimeoutMs,
-          controller,
-        ),
-        contentType,
-        contentLength,
-        fileName: fileNameFrom(response.headers.get("content-disposition")),
-      };
-      return stream;
-    });
+        const stream: PortalStream = {
+          body: withIdleTimeout(
+            Readable.from(replay(head, ended ? undefined : reader, contentLength, url)),
+            this.options.idleTimeoutMs,
+            controller,
+          ),
+          contentType,
+          contentLength,
+          fileName: fileNameFrom(response.headers.get("content-disposition")),
+        };
+        return stream;
+      },
+      params,
+    );
   }
 
   private async withRetries<T>(
     url: string,
     options: RequestOptions,
     attempt: (token: string | undefined, signal: AbortSignal, controller: AbortController) => Promise<T>,
+    params?: Record<string, unknown>,
   ): Promise<T> {
     // A token can expire between refresh and use under load; twice is enough, more is a loop.
     let tokenRefreshes = 0;
     for (let retry = 0; ; retry++) {
-      await this.pacer?.beforeRequest(url);
+      await this.pacer?.beforeRequest(url, params);
       const token = options.auth === false || !this.tokens ? undefined : await this.tokens.getToken();
       const controller = new AbortController();
       const timeoutMs = options.timeoutMs ?? this.options.timeoutMs;
@@ -345,6 +358,7 @@ export class PortalClient {
     const throttledStatus = response.status === 429;
     this.pacer?.afterResponse({
       url,
+      params,
       status: response.status,
       throttled: throttledStatus,
       latencyMs: performance.now() - started,

@@ -13,6 +13,11 @@ export class CostEstimator {
     private readonly maxKeys = 500,
   ) {}
 
+  /** Whether a request of this kind has been priced by the org yet. */
+  known(key: string): boolean {
+    return this.perKey.has(key);
+  }
+
   estimate(key: string): number {
     const entry = this.perKey.get(key) ?? this.overall;
     if (!entry) return this.initial;

@@ -43,8 +43,35 @@ export function isMeteredUrl(url: string): boolean {
   return /\/rest\/services(\/|$)/i.test(path);
 }
 
-/** The key costs are learned under: the URL without query string, host in lower case. */
-export function costKey(url: string): string {
+/**
+ * The key costs are learned under: the URL without query string (host in lower case) and, for
+ * queries, their shape — a count, ids, or a page of about so many records with or without
+ * geometry — since a page of features costs many times a count on the same URL.
+ */
+export function costKey(url: string, params?: Record<string, unknown>): string {
   const bare = url.split(/[?#]/, 1)[0] ?? url;
-  return bare.replace(/^([a-z]+:\/\/[^/]+)/i, (origin) => origin.toLowerCase());
+  const base = bare.replace(/^([a-z]+:\/\/[^/]+)/i, (origin) => origin.toLowerCase());
+  return params && /\/query$/i.test(base) ? `${base}#${queryShape(params)}` : base;
+}
+
+function queryShape(params: Record<string, unknown>): string {
+  const flag = (name: string) => String(params[name] ?? "").toLowerCase() === "true";
+  if (flag("returnCountOnly")) return "count";
+  if (flag("returnIdsOnly")) return "ids";
+  const geometry = String(params.returnGeometry ?? "true").toLowerCase() !== "false";
+  return `features-${recordBucket(params)}${geometry ? "" : "-nogeometry"}`;
+}
+
+/** About how many records a query asks for, rounded up to a power of two. */
+function recordBucket(params: Record<string, unknown>): number | "any" {
+  let records: number | undefined;
+  if (params.resultRecordCount !== undefined) records = Number(params.resultRecordCount);
+  else if (typeof params.objectIds === "string") records = params.objectIds.split(",").length;
+  else if (Array.isArray(params.objectIds)) records = params.objectIds.length;
+  else if (typeof params.where === "string") {
+    const range = /(\w+)\s*>=\s*(\d+)\s+AND\s+\1\s*<=\s*(\d+)/i.exec(params.where);
+    if (range) records = Number(range[3]) - Number(range[2]) + 1;
+  }
+  if (records === undefined || !Number.isFinite(records) || records < 1) return "any";
+  return 2 ** Math.ceil(Math.log2(records));
 }

@@ -171,8 +171,8 @@ export class OrgRateGovernor implements RequestPacer {
     this.wake();
   }
 
-  async beforeRequest(url: string): Promise<void> {
-    const waited = await this.acquire(url);
+  async beforeRequest(url: string, params?: Record<string, unknown>): Promise<void> {
+    const waited = await this.acquire(url, params);
     this.counters.requests++;
     this.counters.budgetWaitMs += waited;
   }
@@ -197,8 +197,8 @@ export class OrgRateGovernor implements RequestPacer {
   track(): TrackedPacer {
     const counters: GovernorStats = { requestUnits: 0, budgetWaitMs: 0, throttled: 0, requests: 0 };
     return {
-      beforeRequest: async (url) => {
-        const waited = await this.acquire(url);
+      beforeRequest: async (url, params) => {
+        const waited = await this.acquire(url, params);
         counters.requests++;
         counters.budgetWaitMs += waited;
         this.counters.requests++;
@@ -254,13 +254,13 @@ export class OrgRateGovernor implements RequestPacer {
 
   // --- waiting ----------------------------------------------------------------------------
 
-  private async acquire(url: string): Promise<number> {
+  private async acquire(url: string, params?: Record<string, unknown>): Promise<number> {
     const started = this.now();
     if (!isMeteredUrl(url)) {
       await this.waitForOrg();
       return this.now() - started;
     }
-    const key = costKey(url);
+    const key = costKey(url, params);
     await new Promise<void>((resolve) => {
       this.queue.push({ key, need: this.costs.estimate(key), resolve });
       void this.pump();
@@ -312,6 +312,11 @@ export class OrgRateGovernor implements RequestPacer {
       if (now - this.sharedAt > this.pauseCheckMs) return this.refresh();
       if (this.activeFlights(now) < aimdConcurrency(this.aimd)) return this.release(head, false);
       return this.sleep(this.policy.leaseMs * 4);
+    }
+    if (!this.costs.known(head.key) && this.activeFlightsOf(head.key, now) > 0) {
+      // A kind of request never priced yet: one goes first and its answer says what it costs,
+      // instead of many going at a guessed price and overshooting the share together.
+      return this.sleep(this.policy.leaseMs);
     }
     if (now < this.leaseUntil && this.balance >= head.need) {
       // A reservation ahead of time: wait for its moment here, without asking the row again.
@@ -407,7 +412,7 @@ export class OrgRateGovernor implements RequestPacer {
   private observe(observation: ResponseObservation): { units: number; throttled: boolean } {
     const now = this.now();
     const metered = isMeteredUrl(observation.url);
-    const key = costKey(observation.url);
+    const key = costKey(observation.url, observation.params);
     const flight = metered ? this.takeFlight(key, now) : undefined;
     const org = parseOrgUnits(observation.headers?.get(ORG_UNITS_HEADER));
     const cost = parseQueryUnits(observation.headers?.get(QUERY_UNITS_HEADER));
@@ -503,6 +508,11 @@ export class OrgRateGovernor implements RequestPacer {
     const flight = flights.shift();
     if (flights.length === 0) this.inflight.delete(key);
     return flight && now - flight.at <= this.inflightTimeoutMs ? flight : undefined;
+  }
+
+  private activeFlightsOf(key: string, now: number): number {
+    return (this.inflight.get(key) ?? []).filter((flight) => now - flight.at <= this.inflightTimeoutMs)
+      .length;
   }
 
   private activeFlights(now: number): number {
