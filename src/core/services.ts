@@ -120,7 +120,7 @@ async function buildServices(): Promise<Services> {
     runs,
     portalFor,
     openContainer,
-    serviceDataFor: (portal) => createFeatureDataExporter(portal, { log }),
+    serviceDataFor: (portal, runLog) => createFeatureDataExporter(portal, { log: runLog }),
     governorFor,
     cacheMaxBytes: config.cacheMaxBytes,
     log,

@@ -179,7 +179,9 @@ describe("a restore into another, empty org", () => {
     });
   });
 
-  test("lost answers and a failed activity mid-restore create nothing twice", async () => {
+  test("lost answers and a failed activity mid-restore create nothing twice", {
+    timeout: 120_000,
+  }, async () => {
     const crashTarget = await startPortalSim({ size: "empty", seed: 33 });
     try {
       const identity = await identityFor(app, crashTarget);

@@ -338,22 +338,36 @@ export class PortalClient {
     }
     const started = performance.now();
     this.stats.requests++;
-    let response = await this.fetchImpl(target, init);
-    const origin = new URL(url).origin;
-    for (let hops = 0; isRedirect(response.status) && hops < MAX_REDIRECTS; hops++) {
-      const location = response.headers.get("location");
-      await response.body?.cancel();
-      if (!location) break;
-      const next = new URL(location, target);
-      // Storage hosts get a signed URL and nothing of ours: no token, no referer.
-      const sameOrigin = next.origin === origin;
-      target = next.toString();
-      response = await this.fetchImpl(target, {
-        method: "GET",
-        headers: sameOrigin ? headers : {},
-        signal,
-        redirect: "manual",
+    let response: Response;
+    try {
+      response = await this.fetchImpl(target, init);
+      const origin = new URL(url).origin;
+      for (let hops = 0; isRedirect(response.status) && hops < MAX_REDIRECTS; hops++) {
+        const location = response.headers.get("location");
+        await response.body?.cancel();
+        if (!location) break;
+        const next = new URL(location, target);
+        // Storage hosts get a signed URL and nothing of ours: no token, no referer.
+        const sameOrigin = next.origin === origin;
+        target = next.toString();
+        response = await this.fetchImpl(target, {
+          method: "GET",
+          headers: sameOrigin ? headers : {},
+          signal,
+          redirect: "manual",
+        });
+      }
+    } catch (error) {
+      // No answer (reset, refused, timed out): the pacer must still learn the attempt is over.
+      this.pacer?.afterResponse({
+        url,
+        params,
+        status: 0,
+        throttled: false,
+        latencyMs: performance.now() - started,
+        headers: undefined,
       });
+      throw error;
     }
     const throttledStatus = response.status === 429;
     this.pacer?.afterResponse({

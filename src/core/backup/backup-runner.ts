@@ -67,7 +67,7 @@ export interface RunnerDependencies {
   openContainer(identity: StoredIdentity): Promise<ContainerClient>;
   /** The org's rate governor, shared by every run of the org (and across instances). */
   governorFor?(identity: StoredIdentity): Promise<OrgRateGovernor>;
-  serviceDataFor?(portal: PortalClient): ServiceDataExporter;
+  serviceDataFor?(portal: PortalClient, log: Logger): ServiceDataExporter;
   cacheMaxBytes: number;
   log: Logger;
 }
@@ -181,7 +181,7 @@ export class BackupRunner {
     );
     const log = this.deps.log.child({ runId: input.runId, identityId: input.identityId });
     const { portal, pacer } = this.workPortal(session);
-    const serviceData = this.deps.serviceDataFor?.(portal);
+    const serviceData = this.deps.serviceDataFor?.(portal, log);
     const results = await mapWithConcurrency(records, ITEMS_IN_PARALLEL, (record) =>
       exportItem(
         {

@@ -456,7 +456,9 @@ export class OrgRateGovernor implements RequestPacer {
     if (metered && this.mode !== "headers") {
       this.aimd = aimdUpdate(
         this.aimd,
-        observation.status >= 500 ? { kind: "error" } : { kind: "ok", latencyMs: observation.latencyMs },
+        observation.status >= 500 || observation.status === 0
+          ? { kind: "error" }
+          : { kind: "ok", latencyMs: observation.latencyMs },
         now,
         this.aimdPolicy,
       );
