@@ -1,13 +1,15 @@
 import type { OrchestrationContext, OrchestrationHandler, Task } from "durable-functions";
 import * as df from "durable-functions";
-import type {
-  BackupRunner,
-  BatchCounts,
-  BatchInput,
-  InventoryOutcome,
+import {
+  type BackupRunner,
+  type BatchCounts,
+  type BatchInput,
+  emptyBatchCounts,
+  type InventoryOutcome,
 } from "../core/backup/backup-runner.js";
 import { BACKUP_ORCHESTRATOR, type BackupRunInput, CANCEL_EVENT } from "../core/backup/backup-service.js";
 import { getServices } from "../core/services.js";
+import { retryPolicy, window } from "./shared/orchestration.js";
 
 // A backup run: inventory → chunks of the inventory as sub-orchestrations (a few at a time) →
 // batches of items as activities → manifest. Only counts cross the history; items stay in Blob.
@@ -21,12 +23,7 @@ export const CHUNK_ORCHESTRATOR = "backupChunkOrchestrator";
 const CHUNKS_IN_FLIGHT = 3;
 const BATCHES_IN_FLIGHT = 16;
 
-function retryPolicy(): df.RetryOptions {
-  const retry = new df.RetryOptions(5_000, 4);
-  retry.backoffCoefficient = 2;
-  retry.maxRetryIntervalInMilliseconds = 60_000;
-  return retry;
-}
+const retry = () => retryPolicy(5_000, 60_000);
 
 interface ChunkInput extends BackupRunInput {
   chunkIndex: number;
@@ -34,19 +31,10 @@ interface ChunkInput extends BackupRunInput {
   batchSize: number;
 }
 
-interface Progress {
+interface Progress extends BatchCounts {
   phase: "inventory" | "export" | "manifest";
   itemsTotal: number;
   itemsDone: number;
-  exported: number;
-  unchanged: number;
-  failed: number;
-  bytes: number;
-  requests: number;
-  retries: number;
-  throttled: number;
-  requestUnits: number;
-  budgetWaitMs: number;
   chunksDone: number;
   chunksTotal: number;
   itemsPerSecond: number;
@@ -56,53 +44,8 @@ interface Progress {
   runningChunks: string[];
 }
 
-function addCounts(progress: Progress, counts: BatchCounts): void {
-  progress.exported += counts.exported;
-  progress.unchanged += counts.unchanged;
-  progress.failed += counts.failed;
-  progress.bytes += counts.bytes;
-  progress.requests += counts.requests;
-  progress.retries += counts.retries;
-  progress.throttled += counts.throttled;
-  progress.requestUnits += counts.requestUnits;
-  progress.budgetWaitMs += counts.budgetWaitMs;
-  progress.itemsDone = progress.exported + progress.unchanged + progress.failed;
-}
-
-/**
- * Keeps up to `limit` tasks running over `count` units of work; `onDone` sees each finished
- * task (maybe faulted). Stops starting new work once `stop()` says so.
- */
-function* window(
-  context: OrchestrationContext,
-  count: number,
-  limit: number,
-  startTask: (index: number) => Task,
-  onDone: (index: number, task: Task) => Generator<Task, void, unknown> | undefined,
-  stop: () => boolean,
-  interrupt?: Task,
-): Generator<Task, void, unknown> {
-  const running = new Map<Task, number>();
-  let next = 0;
-  while (true) {
-    while (!stop() && running.size < limit && next < count) {
-      running.set(startTask(next), next);
-      next++;
-    }
-    if (running.size === 0) return;
-    const watch = [...running.keys()];
-    if (interrupt && !interrupt.isCompleted) watch.push(interrupt);
-    const winner = (yield context.df.Task.any(watch)) as Task;
-    if (winner === interrupt) continue;
-    const index = running.get(winner) ?? 0;
-    running.delete(winner);
-    const followUp = onDone(index, winner);
-    if (followUp) yield* followUp;
-    if (stop() && interrupt?.isCompleted) {
-      // Cancelled: what already finished counts, the rest is abandoned.
-      return;
-    }
-  }
+function addCounts(into: BatchCounts, counts: BatchCounts): void {
+  for (const key of Object.keys(counts) as Array<keyof BatchCounts>) into[key] += counts[key];
 }
 
 const backupOrchestrator: OrchestrationHandler = function* (context) {
@@ -110,18 +53,10 @@ const backupOrchestrator: OrchestrationHandler = function* (context) {
   const started = context.df.currentUtcDateTime;
   const cancel = context.df.waitForExternalEvent(CANCEL_EVENT);
   const progress: Progress = {
+    ...emptyBatchCounts(),
     phase: "inventory",
     itemsTotal: 0,
     itemsDone: 0,
-    exported: 0,
-    unchanged: 0,
-    failed: 0,
-    bytes: 0,
-    requests: 0,
-    retries: 0,
-    throttled: 0,
-    requestUnits: 0,
-    budgetWaitMs: 0,
     chunksDone: 0,
     chunksTotal: 0,
     itemsPerSecond: 0,
@@ -131,23 +66,22 @@ const backupOrchestrator: OrchestrationHandler = function* (context) {
   };
   context.df.setCustomStatus(progress);
 
-  let inventory: {
-    itemCount: number;
-    unchangedCount: number;
-    chunkCount: number;
-    chunkSize: number;
-    batchSize: number;
-  };
+  let outcome: InventoryOutcome;
   try {
-    inventory = yield context.df.callActivityWithRetry(INVENTORY_ACTIVITY, retryPolicy(), input);
+    outcome = yield context.df.callActivityWithRetry(INVENTORY_ACTIVITY, retry(), input);
   } catch (error) {
-    return yield context.df.callActivityWithRetry(FINALIZE_ACTIVITY, retryPolicy(), {
+    // Retries exhausted: the portal or the storage stayed unreachable.
+    outcome = { ok: false, error: { code: "ERR_INVENTORY", message: (error as Error).message } };
+  }
+  if (!outcome.ok) {
+    return yield context.df.callActivityWithRetry(FINALIZE_ACTIVITY, retry(), {
       runId: input.runId,
       identityId: input.identityId,
       outcome: "failed",
-      error: { code: "ERR_INVENTORY", message: (error as Error).message },
+      error: outcome.error,
     });
   }
+  const inventory = outcome;
   progress.phase = "export";
   progress.itemsTotal = inventory.itemCount + inventory.unchangedCount;
   progress.unchanged = inventory.unchangedCount;
@@ -176,6 +110,7 @@ const backupOrchestrator: OrchestrationHandler = function* (context) {
         (id) => id !== `${input.runId}-chunk-${chunkIndex}`,
       );
       if (!task.isFaulted) addCounts(progress, task.result as BatchCounts);
+      progress.itemsDone = progress.exported + progress.unchanged + progress.failed;
       progress.chunksDone++;
       const seconds = (context.df.currentUtcDateTime.getTime() - started.getTime()) / 1000;
       progress.itemsPerSecond = seconds > 0 ? Math.round((progress.itemsDone / seconds) * 10) / 10 : 0;
@@ -189,7 +124,7 @@ const backupOrchestrator: OrchestrationHandler = function* (context) {
   progress.cancelRequested = cancel.isCompleted;
   progress.phase = "manifest";
   context.df.setCustomStatus(progress);
-  return yield context.df.callActivityWithRetry(FINALIZE_ACTIVITY, retryPolicy(), {
+  return yield context.df.callActivityWithRetry(FINALIZE_ACTIVITY, retry(), {
     runId: input.runId,
     identityId: input.identityId,
     outcome: cancel.isCompleted ? "cancelled" : "completed",
@@ -205,27 +140,15 @@ const backupOrchestrator: OrchestrationHandler = function* (context) {
 
 const backupChunkOrchestrator: OrchestrationHandler = function* (context) {
   const input = context.df.getInput() as ChunkInput;
-  const totals: BatchCounts = {
-    exported: 0,
-    unchanged: 0,
-    failed: 0,
-    bytes: 0,
-    requests: 0,
-    retries: 0,
-    throttled: 0,
-    requestUnits: 0,
-    budgetWaitMs: 0,
-  };
-  const add = (counts: BatchCounts) => {
-    for (const key of Object.keys(totals) as Array<keyof BatchCounts>) totals[key] += counts[key];
-  };
+  const totals = emptyBatchCounts();
+  const add = (counts: BatchCounts) => addCounts(totals, counts);
   const batches = Math.ceil(input.items / input.batchSize);
   yield* window(
     context,
     batches,
     BATCHES_IN_FLIGHT,
     (batchIndex) =>
-      context.df.callActivityWithRetry(EXPORT_BATCH_ACTIVITY, retryPolicy(), {
+      context.df.callActivityWithRetry(EXPORT_BATCH_ACTIVITY, retry(), {
         runId: input.runId,
         identityId: input.identityId,
         chunkIndex: input.chunkIndex,
@@ -238,7 +161,7 @@ const backupChunkOrchestrator: OrchestrationHandler = function* (context) {
         return;
       }
       // Retries exhausted (the portal stayed down or throttled): record the batch as failed.
-      const failed = (yield context.df.callActivityWithRetry(FAIL_BATCH_ACTIVITY, retryPolicy(), {
+      const failed = (yield context.df.callActivityWithRetry(FAIL_BATCH_ACTIVITY, retry(), {
         runId: input.runId,
         identityId: input.identityId,
         chunkIndex: input.chunkIndex,

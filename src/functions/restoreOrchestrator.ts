@@ -3,6 +3,7 @@ import * as df from "durable-functions";
 import type { BatchCounts, BatchInput, PlanSummary, RestoreInput } from "../core/restore/restore-runner.js";
 import { RESTORE_ORCHESTRATOR, type RestoreRunInput } from "../core/restore/restore-service.js";
 import { getRestoreServices } from "../core/restore/restore-services.js";
+import { retryPolicy, window } from "./shared/orchestration.js";
 
 // A restore: plan (dependency levels) → level by level, batches of items as activities, a few at a
 // time → a last pass for references between items of one level → the report. Only counts cross
@@ -17,12 +18,7 @@ export const FINALIZE_ACTIVITY = "restoreFinalize";
 /** Batches of one level in flight: bounded parallelism against the target org. */
 const BATCHES_IN_FLIGHT = 4;
 
-function retryPolicy(): df.RetryOptions {
-  const retry = new df.RetryOptions(2_000, 4);
-  retry.backoffCoefficient = 2;
-  retry.maxRetryIntervalInMilliseconds = 30_000;
-  return retry;
-}
+const retry = () => retryPolicy(2_000, 30_000);
 
 interface Progress {
   phase: "plan" | "restore" | "relink" | "report";
@@ -48,29 +44,6 @@ function addCounts(progress: Progress, counts: BatchCounts): void {
   progress.itemsDone = progress.restored + progress.failed + progress.skipped;
 }
 
-/** Keeps up to `limit` activities running over `count` batches; `onDone` sees each as it ends. */
-function* window(
-  context: OrchestrationContext,
-  count: number,
-  limit: number,
-  start: (index: number) => Task,
-  onDone: (index: number, task: Task) => Generator<Task, void, unknown>,
-): Generator<Task, void, unknown> {
-  const running = new Map<Task, number>();
-  let next = 0;
-  while (true) {
-    while (running.size < limit && next < count) {
-      running.set(start(next), next);
-      next++;
-    }
-    if (running.size === 0) return;
-    const winner = (yield context.df.Task.any([...running.keys()])) as Task;
-    const index = running.get(winner) ?? 0;
-    running.delete(winner);
-    yield* onDone(index, winner);
-  }
-}
-
 const restoreOrchestrator: OrchestrationHandler = function* (context) {
   const input = context.df.getInput() as RestoreRunInput;
   const progress: Progress = {
@@ -91,9 +64,9 @@ const restoreOrchestrator: OrchestrationHandler = function* (context) {
 
   let summary: PlanSummary;
   try {
-    summary = yield context.df.callActivityWithRetry(PLAN_ACTIVITY, retryPolicy(), input);
+    summary = yield context.df.callActivityWithRetry(PLAN_ACTIVITY, retry(), input);
   } catch (error) {
-    return yield context.df.callActivityWithRetry(FINALIZE_ACTIVITY, retryPolicy(), {
+    return yield context.df.callActivityWithRetry(FINALIZE_ACTIVITY, retry(), {
       ...input,
       outcome: "failed",
       error: { code: "ERR_PLAN", message: (error as Error).message },
@@ -115,7 +88,7 @@ const restoreOrchestrator: OrchestrationHandler = function* (context) {
       BATCHES_IN_FLIGHT,
       (batch) => {
         const batchInput: BatchInput = { ...input, level, batch };
-        return context.df.callActivityWithRetry(BATCH_ACTIVITY, retryPolicy(), batchInput);
+        return context.df.callActivityWithRetry(BATCH_ACTIVITY, retry(), batchInput);
       },
       function* (batch, task) {
         if (!task.isFaulted) {
@@ -124,7 +97,7 @@ const restoreOrchestrator: OrchestrationHandler = function* (context) {
           return;
         }
         // Retries exhausted (the target stayed down, sign-in failed): the batch's items fail.
-        const failed = (yield context.df.callActivityWithRetry(FAIL_BATCH_ACTIVITY, retryPolicy(), {
+        const failed = (yield context.df.callActivityWithRetry(FAIL_BATCH_ACTIVITY, retry(), {
           ...input,
           level,
           batch,
@@ -139,13 +112,13 @@ const restoreOrchestrator: OrchestrationHandler = function* (context) {
   progress.phase = "relink";
   context.df.setCustomStatus(progress);
   try {
-    yield context.df.callActivityWithRetry(RELINK_ACTIVITY, retryPolicy(), input);
+    yield context.df.callActivityWithRetry(RELINK_ACTIVITY, retry(), input);
   } catch {
     // References left unwritten are reported as unchanged; the restore itself stands.
   }
   progress.phase = "report";
   context.df.setCustomStatus(progress);
-  return yield context.df.callActivityWithRetry(FINALIZE_ACTIVITY, retryPolicy(), {
+  return yield context.df.callActivityWithRetry(FINALIZE_ACTIVITY, retry(), {
     ...input,
     outcome: "completed",
   });

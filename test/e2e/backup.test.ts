@@ -145,7 +145,10 @@ describe("a full backup through the local host", () => {
     await writeFile(cacheDirectory, "not a folder");
     const run = await runBackup(created.body.id);
     expect(run.status).toBe("failed");
-    expect(run.error.message).toMatch(/cache folder .* is not writable/);
+    expect(run.error).toMatchObject({
+      code: "ERR_CACHE_NOT_WRITABLE",
+      message: expect.stringMatching(/cache folder .* is not writable/),
+    });
   });
 
   test("bad requests", async () => {

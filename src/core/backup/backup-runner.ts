@@ -9,7 +9,7 @@ import type { IdentityService } from "../identities/identity-service.js";
 import type { Logger } from "../log.js";
 import { BackupStore } from "./backup-store.js";
 import { assertCacheWritable, type CacheSpace, cacheSpaceFor } from "./cache.js";
-import { exportItem, type ItemResult, type ServiceDataExporter } from "./export-item.js";
+import { exportItem, type ItemResult, resultFor, type ServiceDataExporter } from "./export-item.js";
 import {
   type BackupFilter,
   INVENTORY_CHUNK_SIZE,
@@ -58,6 +58,20 @@ export interface BatchCounts {
   throttled: number;
   requestUnits: number;
   budgetWaitMs: number;
+}
+
+export function emptyBatchCounts(): BatchCounts {
+  return {
+    exported: 0,
+    unchanged: 0,
+    failed: 0,
+    bytes: 0,
+    requests: 0,
+    retries: 0,
+    throttled: 0,
+    requestUnits: 0,
+    budgetWaitMs: 0,
+  };
 }
 
 export interface RunnerDependencies {
@@ -227,18 +241,7 @@ export class BackupRunner {
       (input.batchIndex + 1) * BATCH_SIZE,
     );
     const results: ItemResult[] = records.map((record) => ({
-      itemId: record.id,
-      title: record.title,
-      type: record.type,
-      owner: record.owner,
-      folderId: record.folderId,
-      folderTitle: record.folderTitle,
-      access: record.access,
-      groups: record.groups,
-      status: "failed",
-      files: [],
-      bytes: 0,
-      notes: [],
+      ...resultFor(record),
       error: { code: "ERR_BATCH_RETRIES_EXHAUSTED", message: input.reason },
     }));
     await session.store.uploadJson(batchResultName(input.runId, input.chunkIndex, input.batchIndex), results);
@@ -359,10 +362,7 @@ export class BackupRunner {
 
 function countResults(results: ItemResult[], portal?: PortalClientStats, paced?: GovernorStats): BatchCounts {
   const counts: BatchCounts = {
-    exported: 0,
-    unchanged: 0,
-    failed: 0,
-    bytes: 0,
+    ...emptyBatchCounts(),
     requests: portal?.requests ?? 0,
     retries: portal?.retries ?? 0,
     throttled: Math.max(portal?.throttled ?? 0, paced?.throttled ?? 0),

@@ -136,6 +136,24 @@ export function isView(item: { typeKeywords?: string[] }): boolean {
   return (item.typeKeywords ?? []).includes("View Service");
 }
 
+/** An item's result before anything is known of its export: failed until it succeeds. */
+export function resultFor(record: InventoryRecord): ItemResult {
+  return {
+    itemId: record.id,
+    title: record.title,
+    type: record.type,
+    owner: record.owner,
+    folderId: record.folderId,
+    folderTitle: record.folderTitle,
+    access: record.access,
+    groups: record.groups,
+    status: "failed",
+    files: [],
+    bytes: 0,
+    notes: [],
+  };
+}
+
 /** Hosted feature layers (not views): their data is edited without changing the item. */
 export function hasSeparateDataVersion(item: {
   type: string;
@@ -151,20 +169,7 @@ export function hasSeparateDataVersion(item: {
  * worth retrying the whole batch (the org is throttled, the portal is down).
  */
 export async function exportItem(ctx: ItemExportContext, record: InventoryRecord): Promise<ItemResult> {
-  const base: ItemResult = {
-    itemId: record.id,
-    title: record.title,
-    type: record.type,
-    owner: record.owner,
-    folderId: record.folderId,
-    folderTitle: record.folderTitle,
-    access: record.access,
-    groups: record.groups,
-    status: "failed",
-    files: [],
-    bytes: 0,
-    notes: [],
-  };
+  const base = resultFor(record);
   const log = ctx.log.child({ itemId: record.id });
   try {
     const hostedData = hasSeparateDataVersion(record) && ctx.serviceData;

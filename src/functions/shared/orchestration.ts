@@ -1,0 +1,45 @@
+import type { OrchestrationContext, Task } from "durable-functions";
+import * as df from "durable-functions";
+
+/** Activity retries: exponential from `firstMs`, four attempts, capped at `maxMs` apart. */
+export function retryPolicy(firstMs: number, maxMs: number): df.RetryOptions {
+  const retry = new df.RetryOptions(firstMs, 4);
+  retry.backoffCoefficient = 2;
+  retry.maxRetryIntervalInMilliseconds = maxMs;
+  return retry;
+}
+
+/**
+ * Keeps up to `limit` tasks running over `count` units of work; `onDone` sees each finished
+ * task (maybe faulted) and may yield follow-up work. With `stop`, no new work starts once it
+ * says so; with `interrupt` (an external event), waiting ends when it fires and `stop()` holds.
+ */
+export function* window(
+  context: OrchestrationContext,
+  count: number,
+  limit: number,
+  startTask: (index: number) => Task,
+  onDone: (index: number, task: Task) => Generator<Task, void, unknown> | undefined,
+  stop: () => boolean = () => false,
+  interrupt?: Task,
+): Generator<Task, void, unknown> {
+  const running = new Map<Task, number>();
+  let next = 0;
+  while (true) {
+    while (!stop() && running.size < limit && next < count) {
+      running.set(startTask(next), next);
+      next++;
+    }
+    if (running.size === 0) return;
+    const watch = [...running.keys()];
+    if (interrupt && !interrupt.isCompleted) watch.push(interrupt);
+    const winner = (yield context.df.Task.any(watch)) as Task;
+    if (winner === interrupt) continue;
+    const index = running.get(winner) ?? 0;
+    running.delete(winner);
+    const followUp = onDone(index, winner);
+    if (followUp) yield* followUp;
+    // Interrupted: what already finished counts, the rest is abandoned.
+    if (stop() && interrupt?.isCompleted) return;
+  }
+}
