@@ -56,7 +56,11 @@ describe("headers", () => {
     expect(isMeteredUrl("https://org.maps.arcgis.com/sharing/rest/content/items/1")).toBe(false);
     expect(isMeteredUrl("https://org.maps.arcgis.com/sharing/rest/search?q=/rest/services/")).toBe(false);
     expect(costKey("HTTPS://Host.COM/a/FeatureServer/0/query?x=1")).toBe(
-      "https://host.com/a/FeatureServer/0/query",
+      "https://host.com/a/FeatureServer/:n/query",
+    );
+    // Every layer and service of a kind shares one price.
+    expect(costKey("https://h/o/arcgis/rest/services/Parks/FeatureServer/3/12/attachments/7")).toBe(
+      "https://h/o/arcgis/rest/services/*/FeatureServer/:n/:n/attachments/:n",
     );
   });
 });
@@ -316,12 +320,13 @@ describe("cost estimator", () => {
 describe("cost keys by query shape", () => {
   it("tell a count from ids from pages of features of about a given size", () => {
     const url = "https://services.arcgis.com/org/arcgis/rest/services/Parks/FeatureServer/0/query";
-    expect(costKey(url, { returnCountOnly: true })).toBe(`${url}#count`);
-    expect(costKey(url, { returnIdsOnly: "true" })).toBe(`${url}#ids`);
-    expect(costKey(url, { where: "OBJECTID >= 1 AND OBJECTID <= 1000" })).toBe(`${url}#features-1024`);
+    const key = "https://services.arcgis.com/org/arcgis/rest/services/*/FeatureServer/:n/query";
+    expect(costKey(url, { returnCountOnly: true })).toBe(`${key}#count`);
+    expect(costKey(url, { returnIdsOnly: "true" })).toBe(`${key}#ids`);
+    expect(costKey(url, { where: "OBJECTID >= 1 AND OBJECTID <= 1000" })).toBe(`${key}#features-1024`);
     expect(costKey(url, { resultRecordCount: 2000, returnGeometry: false })).toBe(
-      `${url}#features-2048-nogeometry`,
+      `${key}#features-2048-nogeometry`,
     );
-    expect(costKey(url.replace("/query", ""), { f: "json" })).toBe(url.replace("/query", ""));
+    expect(costKey(url.replace("/query", ""), { f: "json" })).toBe(key.replace("/query", ""));
   });
 });

@@ -44,13 +44,21 @@ export function isMeteredUrl(url: string): boolean {
 }
 
 /**
- * The key costs are learned under: the URL without query string (host in lower case) and, for
- * queries, their shape — a count, ids, or a page of about so many records with or without
- * geometry — since a page of features costs many times a count on the same URL.
+ * The key costs are learned under: the kind of request, not the one URL — the host, the path
+ * with the service's name and every number (layer, object and attachment ids) generalised, and
+ * for queries their shape (a count, ids, or a page of about so many records, with or without
+ * geometry). So a first page of a new layer is priced like the pages before it, instead of many
+ * new layers going out at once at a guessed price.
  */
 export function costKey(url: string, params?: Record<string, unknown>): string {
   const bare = url.split(/[?#]/, 1)[0] ?? url;
-  const base = bare.replace(/^([a-z]+:\/\/[^/]+)/i, (origin) => origin.toLowerCase());
+  const base = bare
+    .replace(/^([a-z]+:\/\/[^/]+)/i, (origin) => origin.toLowerCase())
+    .replace(
+      /(\/rest\/services\/)(.+?)(\/(?:FeatureServer|MapServer|ImageServer|VectorTileServer)\b)/i,
+      "$1*$3",
+    )
+    .replace(/\/\d+(?=\/|$)/g, "/:n");
   return params && /\/query$/i.test(base) ? `${base}#${queryShape(params)}` : base;
 }
 
