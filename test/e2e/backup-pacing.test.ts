@@ -53,8 +53,11 @@ describe("a backup paced by the org's request-unit budget", () => {
       expect(run.traffic.throttled).toBe(0);
       expect(run.traffic.budgetWaitMs).toBeGreaterThan(0);
       expect(app.sim.requestUnits().lockouts).toBe(0);
-      // The org as a whole stayed under its budget: our share plus the others' load.
+      // The org as a whole stayed under its budget, and our share held: the others' load is a few
+      // units, and on this 2 s window a lease and a page in flight are worth up to ~20% of the
+      // share (on Online's 60 s window, under 2%).
       expect(peakUsage).toBeLessThanOrEqual(BUDGET);
+      expect(peakUsage).toBeLessThanOrEqual(SHARE * BUDGET * 1.2);
       expect(others.results().throttled).toBe(0);
       expect(others.results().ok).toBeGreaterThan(0);
     } finally {
