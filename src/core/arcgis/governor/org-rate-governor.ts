@@ -300,12 +300,8 @@ export class OrgRateGovernor implements RequestPacer {
 
   /** Releases the head request when it may go, or waits (once) for that to change. */
   private async step(head: Waiter): Promise<void> {
-    // Costs learnt while it queued count (the first requests queue before any response). A kind
-    // never priced yet is priced at our whole share: it goes out alone in a quiet window, so
-    // even a page that costs most of the share cannot push us over it; the rest is refunded.
-    head.need = this.costs.known(head.key)
-      ? this.costs.estimate(head.key)
-      : Math.max(this.costs.estimate(head.key), Math.floor(this.policy.share * this.shared.max));
+    // Costs learnt while it queued count (the first requests queue before any response).
+    head.need = this.costs.estimate(head.key);
     const now = this.now();
     const pause = this.pauseEnd() - now;
     if (pause > 0) return this.sleep(pause);
