@@ -1,4 +1,4 @@
-import { type ChildProcess, execFileSync, spawn } from "node:child_process";
+import { execFileSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { createWriteStream } from "node:fs";
 import { mkdtemp, readFile, rm } from "node:fs/promises";
@@ -15,6 +15,7 @@ import { readInventoryChunk, takeInventory } from "../src/core/backup/inventory.
 import { silentLogger } from "../src/core/log.js";
 import { ITEM_KINDS, type PortalSim, startPortalSim } from "../test/portal-sim/index.js";
 import { type RunningAzurite, startAzurite } from "../tools/azurite.js";
+import { type SpawnedHost, spawnLocalHost } from "../tools/local-host/spawn.js";
 import type { BenchResult, BenchSection } from "./types.js";
 
 /**
@@ -40,14 +41,11 @@ function peakRssMb(pid: number): Promise<number> {
   );
 }
 
-async function startApp(
-  azurite: RunningAzurite,
-  workDir: string,
-): Promise<{ child: ChildProcess; baseUrl: string }> {
+function startApp(azurite: RunningAzurite, workDir: string): Promise<SpawnedHost> {
   const suffix = randomBytes(4).toString("hex");
-  const child = spawn(process.execPath, ["dist/tools/local-host/main.js", "--port", "0", "--no-timers"], {
+  return spawnLocalHost({
+    args: ["dist/tools/local-host/main.js", "--port", "0", "--no-timers"],
     cwd: REPO,
-    stdio: ["ignore", "pipe", "pipe"],
     env: {
       ...process.env,
       AzureWebJobsStorage: azurite.connectionString,
@@ -60,20 +58,6 @@ async function startApp(
       LOG_LEVEL: "error",
     },
   });
-  const baseUrl = await new Promise<string>((resolve, reject) => {
-    let output = "";
-    const onData = (chunk: Buffer) => {
-      output += chunk.toString();
-      const match = /Listening on (http:\/\/\S+)/.exec(output);
-      if (match?.[1]) resolve(match[1]);
-    };
-    child.stdout?.on("data", onData);
-    child.stderr?.on("data", onData);
-    child.once("exit", (code) => reject(new Error(`app exited ${code}: ${output}`)));
-  });
-  child.stdout?.resume();
-  child.stderr?.resume();
-  return { child, baseUrl };
 }
 
 async function api(baseUrl: string, method: string, route: string, body?: unknown) {

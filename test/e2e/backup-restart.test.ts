@@ -1,4 +1,4 @@
-import { type ChildProcess, spawn } from "node:child_process";
+import type { ChildProcess } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { mkdtemp, rm } from "node:fs/promises";
 import os from "node:os";
@@ -6,6 +6,7 @@ import path from "node:path";
 import { BlobServiceClient } from "@azure/storage-blob";
 import { afterAll, beforeAll, describe, expect, inject, test } from "vitest";
 import type { Manifest } from "../../src/core/backup/manifest.js";
+import { type SpawnedHost, spawnLocalHost } from "../../tools/local-host/spawn.js";
 import { ITEM_KINDS, type PortalSim, startPortalSim } from "../portal-sim/index.js";
 import { REPO_ROOT } from "../support/app-harness.js";
 
@@ -15,10 +16,9 @@ let env: Record<string, string>;
 const children: ChildProcess[] = [];
 
 /** The real app on the local host in its own process, as `npm start` runs it. */
-async function startHostProcess(): Promise<{ child: ChildProcess; baseUrl: string }> {
-  const child = spawn(
-    process.execPath,
-    [
+async function startHostProcess(): Promise<SpawnedHost> {
+  const host = await spawnLocalHost({
+    args: [
       "--import",
       "tsx",
       "tools/local-host/main.ts",
@@ -32,27 +32,11 @@ async function startHostProcess(): Promise<{ child: ChildProcess; baseUrl: strin
       "0",
       "--no-timers",
     ],
-    { cwd: REPO_ROOT, env: { ...process.env, ...env }, stdio: ["ignore", "pipe", "pipe"] },
-  );
-  children.push(child);
-  const baseUrl = await new Promise<string>((resolve, reject) => {
-    let output = "";
-    const timer = setTimeout(() => reject(new Error(`host did not start:\n${output}`)), 30_000);
-    const onData = (chunk: Buffer) => {
-      output += chunk.toString();
-      const match = /Listening on (http:\/\/\S+)/.exec(output);
-      if (match?.[1]) {
-        clearTimeout(timer);
-        resolve(match[1]);
-      }
-    };
-    child.stdout?.on("data", onData);
-    child.stderr?.on("data", onData);
-    child.once("exit", (code) => reject(new Error(`host exited ${code}:\n${output}`)));
+    cwd: REPO_ROOT,
+    env: { ...process.env, ...env },
   });
-  child.stdout?.resume();
-  child.stderr?.resume();
-  return { child, baseUrl };
+  children.push(host.child);
+  return host;
 }
 
 async function call(baseUrl: string, method: string, route: string, body?: unknown) {

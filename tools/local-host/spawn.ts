@@ -1,0 +1,50 @@
+import { type ChildProcess, spawn } from "node:child_process";
+
+export interface SpawnedHost {
+  child: ChildProcess;
+  /** e.g. http://127.0.0.1:41234 */
+  baseUrl: string;
+}
+
+/**
+ * Runs the local host in a process of its own (the way `npm start` does) and resolves once it
+ * prints where it listens. `args` follow `node`: e.g. ["dist/tools/local-host/main.js", "--port", "0"]
+ * or ["--import", "tsx", "tools/local-host/main.ts", …].
+ */
+export function spawnLocalHost(options: {
+  args: string[];
+  cwd: string;
+  env: Record<string, string | undefined>;
+  startTimeoutMs?: number;
+}): Promise<SpawnedHost> {
+  const child = spawn(process.execPath, options.args, {
+    cwd: options.cwd,
+    env: options.env,
+    stdio: ["ignore", "pipe", "pipe"],
+  });
+  return new Promise<SpawnedHost>((resolve, reject) => {
+    let output = "";
+    const timer = setTimeout(() => {
+      child.kill("SIGKILL");
+      reject(new Error(`the host did not start:\n${output}`));
+    }, options.startTimeoutMs ?? 30_000);
+    const onData = (chunk: Buffer) => {
+      output += chunk.toString();
+      const match = /Listening on (http:\/\/\S+)/.exec(output);
+      if (!match?.[1]) return;
+      clearTimeout(timer);
+      child.stdout?.off("data", onData);
+      child.stderr?.off("data", onData);
+      // Keep draining so a full pipe never blocks the host.
+      child.stdout?.resume();
+      child.stderr?.resume();
+      resolve({ child, baseUrl: match[1] });
+    };
+    child.stdout?.on("data", onData);
+    child.stderr?.on("data", onData);
+    child.once("exit", (code) => {
+      clearTimeout(timer);
+      reject(new Error(`the host exited with code ${code}:\n${output}`));
+    });
+  });
+}
