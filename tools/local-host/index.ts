@@ -184,12 +184,17 @@ export async function startLocalHost(options: LocalHostOptions): Promise<LocalHo
   const timerContainer = BlobServiceClient.fromConnectionString(
     options.storageConnectionString,
   ).getContainerClient("azure-webjobs-hosts");
+  const extraInputs = (fn: CapturedFunction) => {
+    const binding = usesDurableClient(fn);
+    return binding ? { [binding]: durable.clientData() } : {};
+  };
   const timers = new TimerScheduler(
     functions.values(),
     invoker,
     timerContainer,
     `local-${taskHub.toLowerCase()}`,
     log,
+    extraInputs,
   );
   const routes = buildRoutes(functions.values());
 
@@ -199,10 +204,7 @@ export async function startLocalHost(options: LocalHostOptions): Promise<LocalHo
     invoker,
     durable,
     log,
-    extraInputs: (fn) => {
-      const binding = usesDurableClient(fn);
-      return binding ? { [binding]: durable.clientData() } : {};
-    },
+    extraInputs,
     adminInvoke: async (name) => {
       const fn = functions.get(name);
       if (!fn) return 404;

@@ -44,6 +44,8 @@ export class TimerScheduler {
     private readonly statusContainer: ContainerClient | undefined,
     private readonly hostId: string,
     private readonly log: (line: string) => void,
+    /** Input bindings a timer function declares (the durable client). */
+    private readonly extraInputs: (fn: CapturedFunction) => Record<string, unknown> = () => ({}),
   ) {
     const timezone = process.env.WEBSITE_TIME_ZONE || "UTC";
     for (const fn of functions) {
@@ -73,7 +75,7 @@ export class TimerScheduler {
 
   /** Starts the schedules: past-due and runOnStartup invocations first. */
   async start(): Promise<void> {
-    if (this.statusContainer) await this.statusContainer.createIfNotExists().catch(() => {});
+    await this.statusReady();
     for (const entry of this.entries.values()) {
       const now = new Date();
       let pastDue = false;
@@ -106,7 +108,21 @@ export class TimerScheduler {
   async trigger(name: string): Promise<void> {
     const entry = this.entries.get(name);
     if (!entry) throw new Error(`No timer function named ${name}`);
+    await this.statusReady();
     await this.fire(entry, false);
+  }
+
+  private containerReady: Promise<void> | undefined;
+
+  /** The schedule monitor's container, created once (also when timers only run on demand). */
+  private statusReady(): Promise<void> {
+    this.containerReady ??= this.statusContainer
+      ? this.statusContainer.createIfNotExists().then(
+          () => undefined,
+          () => undefined,
+        )
+      : Promise.resolve();
+    return this.containerReady;
   }
 
   has(name: string): boolean {
@@ -130,7 +146,7 @@ export class TimerScheduler {
         isPastDue,
       };
       try {
-        await this.invoker.invoke(entry.fn, [input]);
+        await this.invoker.invoke(entry.fn, [input], { extraInputs: this.extraInputs(entry.fn) });
       } catch (error) {
         this.log(`[${entry.fn.name}] failed: ${(error as Error)?.stack ?? error}`);
       }
