@@ -1,4 +1,4 @@
-import type { OrchestrationContext, OrchestrationHandler, Task } from "durable-functions";
+import type { OrchestrationHandler } from "durable-functions";
 import * as df from "durable-functions";
 import type { BatchCounts, BatchInput, PlanSummary, RestoreInput } from "../core/restore/restore-runner.js";
 import { RESTORE_ORCHESTRATOR, type RestoreRunInput } from "../core/restore/restore-service.js";

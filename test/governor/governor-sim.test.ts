@@ -1,6 +1,6 @@
 import { randomUUID } from "node:crypto";
 import type { TableClient } from "@azure/data-tables";
-import { afterAll, afterEach, beforeAll, describe, expect, inject, it } from "vitest";
+import { afterEach, beforeAll, describe, expect, inject, it } from "vitest";
 import { createOrgGovernor, type OrgRateGovernor } from "../../src/core/arcgis/governor/index.js";
 import {
   governorTable,
@@ -102,7 +102,7 @@ describe("org rate governor against the simulator", () => {
     const orgKey = `org-${randomUUID()}`;
     const a = governor(orgKey);
     const b = governor(orgKey);
-    const logs = [a, b].map((g) => loggingFetch());
+    const logs = [a, b].map((_g) => loggingFetch());
     const clients = [a, b].map((pacer, i) =>
       portalClient(metered, { pacer, fetch: logs[i]?.fetch as typeof fetch }),
     );

@@ -58,11 +58,11 @@ export function errorResponse(error: unknown, log: Logger): HttpResponseInit {
   return json(500, { error: { code: "ERR_INTERNAL", message: "Internal error; see the logs" } });
 }
 
-/** Core log lines go to the invocation's log, as JSON properties App Insights can query. */
+/** Log lines of a trigger go to the invocation's log, one JSON object each (as core lines). */
 export function contextLogger(context: InvocationContext): Logger {
   return createLogger(
     (level, message, properties) => {
-      const line = Object.keys(properties).length > 0 ? `${message} ${JSON.stringify(properties)}` : message;
+      const line = formatLine(level, message, properties);
       if (level === "error") context.error(line);
       else if (level === "warn") context.warn(line);
       else context.log(line);
