@@ -5,6 +5,8 @@ import { tmpdir } from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { BlobServiceClient } from "@azure/storage-blob";
+import type { InventoryRecord } from "../src/core/backup/inventory.js";
+import { recordOf } from "../test/feature-data/support.js";
 import { startAzurite } from "../tools/azurite.js";
 import type { BenchResult, BenchSection } from "./types.js";
 
@@ -171,7 +173,7 @@ interface ChildConfig {
   azurite: string;
   container: string;
   cacheDirectory: string;
-  record: Record<string, unknown>;
+  record: InventoryRecord;
 }
 
 /** Builds a simulator with one big layer, then runs the raw loop and the exporter against it. */
@@ -240,7 +242,13 @@ async function measure(options: {
         for (let n = 0; n < options.attachments; n++) layer.store.setAttachments(1 + n * every, []);
       if (!options.exportOnly) {
         raws.push(
-          await child<RawReport>({ ...base, mode: "raw", container: "", cacheDirectory: "", record: {} }),
+          await child<RawReport>({
+            ...base,
+            mode: "raw",
+            container: "",
+            cacheDirectory: "",
+            record: recordOf(item),
+          }),
         );
       }
       const container = `bench-${randomBytes(4).toString("hex")}`;
@@ -253,20 +261,7 @@ async function measure(options: {
         mode: "export",
         container,
         cacheDirectory: path.join(options.work, `cache-${container}`),
-        record: {
-          id: item.id,
-          title: item.title,
-          type: item.type,
-          typeKeywords: item.typeKeywords,
-          owner: item.owner,
-          folderId: null,
-          folderTitle: null,
-          modified: item.modified,
-          size: item.size,
-          url: item.url,
-          access: item.access,
-          groups: item.groups,
-        },
+        record: recordOf(item),
       });
       await containerClient.delete();
       if (exported.status !== "exported")
@@ -418,7 +413,7 @@ async function exportChild(config: ChildConfig): Promise<ExportReport> {
       log: silentLogger,
       serviceData: exporter,
     },
-    config.record as unknown as Parameters<typeof exportItem>[1],
+    config.record,
   );
   const finished = performance.now();
   clearInterval(sampler);

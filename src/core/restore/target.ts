@@ -184,40 +184,45 @@ export class FolderResolver {
   }
 }
 
-/** Items of an owner's folder (or root) that carry a typeKeyword: what a crashed create left. */
-export async function findByKeyword(
+/** The first item of an owner's folder (or root) that matches. */
+async function findInOwnerContent(
   portal: PortalClient,
   owner: string,
   folderId: string | null | undefined,
-  keyword: string,
+  matches: (item: PortalItem) => boolean,
 ): Promise<PortalItem | undefined> {
   const path = `content/users/${encodeURIComponent(owner)}${folderId ? `/${folderId}` : ""}`;
   for await (const page of pages<UserContentResponse>(portal, path)) {
-    const hit = page.items.find((item) => (item.typeKeywords ?? []).includes(keyword));
+    const hit = page.items.find(matches);
     if (hit) return hit;
   }
   return undefined;
 }
 
+/** Items of an owner's folder (or root) that carry a typeKeyword: what a crashed create left. */
+export function findByKeyword(
+  portal: PortalClient,
+  owner: string,
+  folderId: string | null | undefined,
+  keyword: string,
+): Promise<PortalItem | undefined> {
+  return findInOwnerContent(portal, owner, folderId, (item) => (item.typeKeywords ?? []).includes(keyword));
+}
+
 /** An owner's item (root or folder) whose service URL names this service. */
-export async function findServiceItem(
+export function findServiceItem(
   portal: PortalClient,
   owner: string,
   folderId: string | null | undefined,
   serviceName: string,
 ): Promise<PortalItem | undefined> {
-  const path = `content/users/${encodeURIComponent(owner)}${folderId ? `/${folderId}` : ""}`;
-  const wanted = serviceName.toLowerCase();
-  for await (const page of pages<UserContentResponse>(portal, path)) {
-    const hit = page.items.find(
-      (item) =>
-        item.type === "Feature Service" &&
-        typeof item.url === "string" &&
-        new RegExp(`/services/(?:Hosted/)?${escapeRegExp(wanted)}/FeatureServer/?$`, "i").test(item.url),
-    );
-    if (hit) return hit;
-  }
-  return undefined;
+  const url = new RegExp(`/services/(?:Hosted/)?${escapeRegExp(serviceName)}/FeatureServer/?$`, "i");
+  return findInOwnerContent(
+    portal,
+    owner,
+    folderId,
+    (item) => item.type === "Feature Service" && typeof item.url === "string" && url.test(item.url),
+  );
 }
 
 function escapeRegExp(value: string): string {
