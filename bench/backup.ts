@@ -34,6 +34,19 @@ const LATENCY_MS = 20;
 /** host.json maxConcurrentActivityFunctions × items exported at once per batch. */
 const CONCURRENT_ITEMS = 16 * 4;
 
+/** User + system CPU seconds a process has used so far (Linux /proc). */
+async function cpuSeconds(pid: number | undefined): Promise<number> {
+  if (pid === undefined) return Number.NaN;
+  const stat = await readFile(`/proc/${pid}/stat`, "utf8").catch(() => "");
+  const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+  return (Number(fields[11]) + Number(fields[12])) / 100;
+}
+
+function ownCpuSeconds(): number {
+  const usage = process.cpuUsage();
+  return (usage.user + usage.system) / 1e6;
+}
+
 function peakRssMb(pid: number): Promise<number> {
   return readFile(`/proc/${pid}/status`, "utf8").then(
     (status) => Number(/VmHWM:\s+(\d+)/.exec(status)?.[1] ?? Number.NaN) / 1024,
@@ -141,8 +154,11 @@ export const benchBackup: BenchSection = async ({ quick }): Promise<BenchResult>
     const items = sim.model.itemCount();
     const identityId = await registerIdentity(app.baseUrl, sim, azurite, "bench-full");
     sim.stats.reset();
+    const cpuBefore = [await cpuSeconds(app.child.pid), await cpuSeconds(azurite.pid), ownCpuSeconds()];
     const full = await timedBackup(app.baseUrl, identityId);
     const fullRequests = sim.stats.count();
+    const cpuAfter = [await cpuSeconds(app.child.pid), await cpuSeconds(azurite.pid), ownCpuSeconds()];
+    const cpuMsPerItem = cpuAfter.map((after, i) => ((after - (cpuBefore[i] ?? 0)) * 1000) / items);
     const itemsPerSecond = items / full.seconds;
     const requestsPerItem = fullRequests / items;
     const bound = CONCURRENT_ITEMS / (requestsPerItem * (LATENCY_MS / 1000));
@@ -153,6 +169,16 @@ export const benchBackup: BenchSection = async ({ quick }): Promise<BenchResult>
     metrics.portalRequestsFull = fullRequests;
     metrics.requestsPerItem = requestsPerItem.toFixed(2);
     metrics.latencyBoundItemsPerSecond = bound.toFixed(1);
+    // Where the machine's CPU went during the full run (everything shares the same cores).
+    metrics.cpuMsPerItemApp = cpuMsPerItem[0]?.toFixed(1) ?? "";
+    metrics.cpuMsPerItemAzurite = cpuMsPerItem[1]?.toFixed(1) ?? "";
+    metrics.cpuMsPerItemSimulator = cpuMsPerItem[2]?.toFixed(1) ?? "";
+    metrics.cpuCoresBusyDuringFull = (
+      (cpuMsPerItem.reduce((sum, ms) => sum + ms, 0) * items) /
+      1000 /
+      full.seconds
+    ).toFixed(2);
+    metrics.machineCores = os.availableParallelism();
     metrics.appPeakRssMbAfterFull = (await peakRssMb(app.child.pid ?? 0)).toFixed(0);
 
     const naive = await naiveItemsPerSecond(sim, azurite, workDir, quick ? 15 : 40);

@@ -16,6 +16,8 @@ export interface AzuriteEndpoints {
 }
 
 export interface RunningAzurite extends AzuriteEndpoints {
+  /** The emulator's process (benchmarks read its CPU time). */
+  pid: number | undefined;
   stop(): Promise<void>;
 }
 
@@ -70,6 +72,7 @@ export async function startAzurite(options: AzuriteOptions = {}): Promise<Runnin
   return {
     ...endpoints,
     connectionString: connectionStringFor(endpoints),
+    pid: child.pid,
     stop: () => stopChild(child),
   };
 }

@@ -7,7 +7,7 @@ import {
   TableGovernorStore,
 } from "../../src/core/arcgis/governor/index.js";
 import { governorPolicy } from "../../src/core/arcgis/governor/org-state.js";
-import { governorTable } from "./harness.js";
+import { governorTable, peakSpend } from "./harness.js";
 
 const QUERY = "https://services.example.com/org/arcgis/rest/services/Parcels/FeatureServer/0/query";
 const SHARING = "https://org.example.com/sharing/rest/content/items/abc";
@@ -21,12 +21,14 @@ async function call(
   pacer: Pick<OrgRateGovernor, "beforeRequest" | "afterResponse">,
   url: string,
   response: { status?: number; headers?: Record<string, string>; throttled?: boolean } = {},
+  params?: Record<string, unknown>,
 ): Promise<number> {
   const started = Date.now();
-  await pacer.beforeRequest(url);
+  await pacer.beforeRequest(url, params);
   const waited = Date.now() - started;
   pacer.afterResponse({
     url,
+    params,
     status: response.status ?? 200,
     throttled: response.throttled ?? false,
     latencyMs: 1,
@@ -122,6 +124,54 @@ describe("OrgRateGovernor", () => {
       headers: new Headers(),
     });
     expect(governor.snapshot().concurrency).toBeLessThanOrEqual(Math.ceil(grown / 2));
+  });
+
+  it("prices a kind of query never priced from what it asks: its first page keeps us under the share", async () => {
+    const windowMs = 600;
+    const governor = new OrgRateGovernor({ store: new MemoryGovernorStore(), orgKey: "o", windowMs });
+    const spends: { t: number; units: number }[] = [];
+    const query = async (params: Record<string, unknown>, cost: number) => {
+      await governor.beforeRequest(QUERY, params);
+      spends.push({ t: Date.now(), units: cost });
+      governor.afterResponse({
+        url: QUERY,
+        params,
+        status: 200,
+        throttled: false,
+        latencyMs: 1,
+        headers: headers(meter(0, 100, cost)),
+      });
+    };
+    // Our share is 50 units per window. Counts of 1 unit take up part of it, then pages of 1,000
+    // features with geometry cost 41: the first of them, not priced yet, must not join the counts.
+    const count = { where: "1=1", returnCountOnly: true };
+    const page = { where: "OBJECTID >= 1 AND OBJECTID <= 1000", returnGeometry: true };
+    await Promise.all([
+      ...Array.from({ length: 20 }, () => query(count, 1)),
+      query(page, 41),
+      query(page, 41),
+    ]);
+    expect(spends).toHaveLength(22);
+    expect(peakSpend(spends, windowMs)).toBeLessThanOrEqual(50);
+  });
+
+  it("hands back what a request reserved beyond its cost: a cheap one reserved high holds back no one", async () => {
+    const store = new MemoryGovernorStore();
+    const [a, b] = [0, 1].map(() => new OrgRateGovernor({ store, orgKey: "o", windowMs: 1_000 })) as [
+      OrgRateGovernor,
+      OrgRateGovernor,
+    ];
+    const count = { where: "1=1", returnCountOnly: true };
+    const cheap = { headers: meter(0, 100, 1) };
+    for (const instance of [a, b]) {
+      await call(instance, QUERY, cheap, count);
+      await call(instance, QUERY, cheap, count);
+    }
+    // A query that does not say how many features it wants is reserved at our whole share (50
+    // units per second) until the org prices it: here at 1 unit.
+    await call(a, QUERY, cheap, { where: "1=1" });
+    expect(await call(a, QUERY, cheap, count)).toBeLessThan(100);
+    expect(await call(b, QUERY, cheap, count)).toBeLessThan(100);
   });
 
   it("counts per run with track() while pacing through the one governor", async () => {

@@ -53,6 +53,19 @@ export interface FetchLog {
   peak(windowMs: number): number;
 }
 
+/** Highest sum of units in any window of `windowMs`, of spends in time order. */
+export function peakSpend(spends: readonly { t: number; units: number }[], windowMs: number): number {
+  let best = 0;
+  let sum = 0;
+  let tail = 0;
+  for (const spend of spends) {
+    sum += spend.units;
+    while ((spends[tail]?.t ?? 0) <= spend.t - windowMs) sum -= spends[tail++]?.units ?? 0;
+    best = Math.max(best, sum);
+  }
+  return best;
+}
+
 /**
  * A fetch that logs costs and 429s in both forms (the portal client itself tells the pacer; an
  * `onThrottled` given here is for pacers used without a portal client).
@@ -68,17 +81,7 @@ export function loggingFetch(onThrottled?: (url: string, retryAfterMs: number | 
     throttledAt: [],
     maxInFlight: 0,
     throttled: 0,
-    peak(windowMs) {
-      let best = 0;
-      let sum = 0;
-      let tail = 0;
-      for (const spend of spends) {
-        sum += spend.units;
-        while ((spends[tail]?.t ?? 0) <= spend.t - windowMs) sum -= spends[tail++]?.units ?? 0;
-        best = Math.max(best, sum);
-      }
-      return best;
-    },
+    peak: (windowMs) => peakSpend(spends, windowMs),
   };
   let inFlight = 0;
   const wrapped: typeof fetch = async (input, init) => {

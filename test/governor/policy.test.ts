@@ -11,6 +11,7 @@ import {
   costKey,
   DEFAULT_AIMD_POLICY,
   emptyOrgState,
+  firstCostEstimate,
   governorPolicy,
   isMeteredUrl,
   leaseRound,
@@ -258,6 +259,21 @@ describe("lease rounds", () => {
     expect(recordLockout(locked, 50, 61_000, policy)).toMatchObject({ lockouts: 1, pausedUntil: 61_000 });
   });
 
+  it("books a refund in the slot its lease was granted in, not the current one", () => {
+    let state = applyObservation(emptyOrgState(), { at: 1, usage: 0, max: 1_000 }, policy);
+    const first = leaseRound(state, { now: 10, need: 40, want: 40, returned: 0, returnedFrom: 0 }, policy);
+    state = first.state;
+    const second = leaseRound(state, { now: 5_000, need: 5, want: 5, returned: 0, returnedFrom: 0 }, policy);
+    // The first lease's request answered for 10 of its 40 units.
+    const back = leaseRound(
+      second.state,
+      { now: 5_010, need: 0, want: 0, returned: 0, returnedFrom: 0, refunds: [{ from: 10, units: 30 }] },
+      policy,
+    );
+    expect(spendBetween(back.state.spend, policy.slotMs, 0, 100)).toBe(first.outcome.grant - 30);
+    expect(spendBetween(back.state.spend, policy.slotMs, 4_000, 6_000)).toBe(second.outcome.grant);
+  });
+
   it("learns others' usage as the org's less ours", () => {
     let state = applyObservation(emptyOrgState(), { at: 1, usage: 0, max: 1_000 }, policy);
     state = { ...state, spend: addSpend([], policy.slotMs, 5_000, 100) };
@@ -314,6 +330,10 @@ describe("cost estimator", () => {
     costs.observe("c", 1);
     costs.observe("c", 9);
     expect(costs.estimate("c")).toBeGreaterThanOrEqual(3);
+    // A kind never priced takes its first estimate, until the org prices it.
+    expect(costs.estimate("d", 40)).toBe(40);
+    costs.observe("d", 12);
+    expect(costs.estimate("d", 40)).toBe(12);
   });
 });
 
@@ -328,5 +348,26 @@ describe("cost keys by query shape", () => {
       `${key}#features-2048-nogeometry`,
     );
     expect(costKey(url.replace("/query", ""), { f: "json" })).toBe(key.replace("/query", ""));
+    expect(costKey(url, { outStatistics: '[{"statisticType":"count"}]' })).toBe(`${key}#statistics`);
+  });
+
+  it("price a kind never priced from what it asks: pages by size, geometry dearer, counts and ids cheap", () => {
+    const url = "https://h/o/arcgis/rest/services/Parks/FeatureServer/0/query";
+    const page = (records: number, returnGeometry: boolean) =>
+      firstCostEstimate(url, { where: `OBJECTID >= 1 AND OBJECTID <= ${records}`, returnGeometry }) ?? 0;
+    const count = firstCostEstimate(url, { where: "1=1", returnCountOnly: true }) ?? 0;
+    const ids =
+      firstCostEstimate(url, { where: "OBJECTID >= 1 AND OBJECTID <= 1000", returnIdsOnly: true }) ?? 0;
+    expect(count).toBeGreaterThanOrEqual(1);
+    expect(ids).toBeGreaterThanOrEqual(count);
+    expect(page(1_000, false)).toBeGreaterThan(ids);
+    expect(page(1_000, true)).toBeGreaterThan(page(1_000, false));
+    expect(page(2_000, true)).toBeGreaterThan(page(1_000, true));
+    // A page that does not say its size is taken as a large one.
+    expect(firstCostEstimate(url, { where: "1=1" })).toBeGreaterThan(page(1_000, true));
+    expect(firstCostEstimate(url, { outStatistics: "[]" })).toBeGreaterThan(count);
+    // Nothing in other requests' parameters tells what they cost.
+    expect(firstCostEstimate(url.replace("/query", ""), { f: "json" })).toBeUndefined();
+    expect(firstCostEstimate(`${url.replace("/query", "")}/3/attachments/1`, {})).toBeUndefined();
   });
 });

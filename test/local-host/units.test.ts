@@ -1,9 +1,11 @@
+import { readFileSync } from "node:fs";
 import path from "node:path";
 import { describe, expect, test } from "vitest";
 import { splitText } from "../../tools/local-host/durable/store.js";
 import { expandBraces, globFiles, resolveMainEntryPoints } from "../../tools/local-host/loader.js";
 import { comparePrecedence, compileRoute, matchRoute, splitPath } from "../../tools/local-host/routes.js";
 import { parseSchedule, resolveSetting } from "../../tools/local-host/schedule.js";
+import { LOCAL_HOST_NODE_FLAGS } from "../../tools/local-host/spawn.js";
 import { APP_ROOT } from "./helpers.js";
 
 const match = (template: string, url: string) => matchRoute(compileRoute(template), splitPath(url));
@@ -82,5 +84,11 @@ describe("app loading", () => {
     const pieces = splitText(text, 10);
     expect(pieces.join("")).toBe(text);
     expect(pieces[0]).toBe("a".repeat(9));
+  });
+
+  test("npm start runs the host with the same Node flags as a spawned host", () => {
+    const repoRoot = path.resolve(import.meta.dirname, "../..");
+    const scripts = JSON.parse(readFileSync(path.join(repoRoot, "package.json"), "utf8")).scripts;
+    expect(scripts.start).toContain(`node ${LOCAL_HOST_NODE_FLAGS.join(" ")} dist/tools/local-host/main.js`);
   });
 });

@@ -1,5 +1,12 @@
 import { type ChildProcess, spawn } from "node:child_process";
 
+/**
+ * Node flags the local host runs with (`npm start` passes the same; a test keeps them in step).
+ * The whole host shares one process, and V8 otherwise lets the heap grow to several times what
+ * is live (measured: 42 MB live, 140 MB committed mid-backup); a cap makes it collect sooner.
+ */
+export const LOCAL_HOST_NODE_FLAGS = ["--max-old-space-size=256"];
+
 export interface SpawnedHost {
   child: ChildProcess;
   /** e.g. http://127.0.0.1:41234 */
@@ -7,7 +14,7 @@ export interface SpawnedHost {
 }
 
 /**
- * Runs the local host in a process of its own (the way `npm start` does) and resolves once it
+ * Runs the local host in a process of its own (the way `npm start` does, with its Node flags) and resolves once it
  * prints where it listens. `args` follow `node`: e.g. ["dist/tools/local-host/main.js", "--port", "0"]
  * or ["--import", "tsx", "tools/local-host/main.ts", …].
  */
@@ -17,7 +24,7 @@ export function spawnLocalHost(options: {
   env: Record<string, string | undefined>;
   startTimeoutMs?: number;
 }): Promise<SpawnedHost> {
-  const child = spawn(process.execPath, options.args, {
+  const child = spawn(process.execPath, [...LOCAL_HOST_NODE_FLAGS, ...options.args], {
     cwd: options.cwd,
     env: options.env,
     stdio: ["ignore", "pipe", "pipe"],

@@ -1,7 +1,7 @@
 /**
  * Learns what a request costs, per key (URL), to reserve budget before the response says.
  * The estimate is the running mean plus the mean deviation, so it errs on the high side; an
- * unknown key gets the mean over all keys.
+ * unknown key gets its first estimate (see firstCostEstimate), else the mean over all keys.
  */
 export class CostEstimator {
   private readonly perKey = new Map<string, { mean: number; deviation: number }>();
@@ -18,10 +18,10 @@ export class CostEstimator {
     return this.perKey.has(key);
   }
 
-  estimate(key: string): number {
-    const entry = this.perKey.get(key) ?? this.overall;
-    if (!entry) return this.initial;
-    return Math.max(1, Math.ceil(entry.mean + entry.deviation));
+  estimate(key: string, first?: number): number {
+    const entry = this.perKey.get(key) ?? (first === undefined ? this.overall : undefined);
+    if (entry) return Math.max(1, Math.ceil(entry.mean + entry.deviation));
+    return first === undefined ? this.initial : Math.max(1, Math.ceil(first));
   }
 
   observe(key: string, cost: number): void {

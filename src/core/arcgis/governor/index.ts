@@ -20,6 +20,7 @@ export {
 export { CostEstimator } from "./cost-estimator.js";
 export {
   costKey,
+  firstCostEstimate,
   isMeteredUrl,
   ORG_UNITS_HEADER,
   type OrgUnitsHeader,
@@ -50,6 +51,7 @@ export {
   type Observation,
   type OrgState,
   parseOrgState,
+  type Refund,
   recordLockout,
   serializeOrgState,
 } from "./org-state.js";

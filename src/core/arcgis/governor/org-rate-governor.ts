@@ -12,6 +12,7 @@ import {
 import { CostEstimator } from "./cost-estimator.js";
 import {
   costKey,
+  firstCostEstimate,
   isMeteredUrl,
   ORG_UNITS_HEADER,
   parseOrgUnits,
@@ -29,6 +30,7 @@ import {
   markAdaptive,
   type Observation,
   type OrgState,
+  type Refund,
   recordLockout,
 } from "./org-state.js";
 import { type GovernorStateStore, governorRowKey, TableGovernorStore } from "./state-store.js";
@@ -94,15 +96,21 @@ export interface GovernorSnapshot {
 
 interface Waiter {
   key: string;
+  /** Its price from its parameters, while its kind has none yet (see firstCostEstimate). */
+  first: number | undefined;
   need: number;
   resolve: () => void;
 }
 
 interface Flight {
   need: number;
+  /** When the lease it was paid from was granted: the spend its real cost corrects. */
+  from: number;
   at: number;
   /** Paid from the lease (header mode); its real cost corrects the balance. */
   leased: boolean;
+  /** Its kind had no price yet, so it went at a guess. */
+  firstOfKind: boolean;
 }
 
 /**
@@ -132,6 +140,10 @@ export class OrgRateGovernor implements RequestPacer {
   private unleased = 0;
   private leaseFrom = 0;
   private leaseUntil = 0;
+  /** Corrections to leases already handed back, for the next round. */
+  private refunds: Refund[] = [];
+  /** Counts refunds handed back on their own, so a wait decided before one is not slept out. */
+  private refundRounds = 0;
   private pendingObservation: Observation | undefined;
   private readonly queue: Waiter[] = [];
   private pumping = false;
@@ -140,8 +152,11 @@ export class OrgRateGovernor implements RequestPacer {
   private aimd: AimdState;
   private readonly costs = new CostEstimator();
   private headerlessStreak = 0;
-  /** Metered latency, smoothed. */
-  private lagMs = 0;
+  /**
+   * The longest a metered request took from its release to its answer, in this window and the
+   * last: the org counts a request as it answers, so one slow page lands later than its grant.
+   */
+  private lag = { ms: 0, previousMs: 0, since: 0 };
   private lastHeaderAt = Number.NEGATIVE_INFINITY;
   private refreshing: Promise<void> | undefined;
   private storeErrors = 0;
@@ -236,13 +251,14 @@ export class OrgRateGovernor implements RequestPacer {
 
   /** Gives back the unused part of the lease (e.g. when a run ends), so others may use it. */
   async flush(): Promise<void> {
-    if ((this.balance === 0 && this.unleased === 0) || this.pumping) return;
+    if ((this.balance === 0 && this.unleased === 0 && this.refunds.length === 0) || this.pumping) return;
     const input: LeaseInput = {
       now: this.now(),
       need: 0,
       want: 0,
       returned: this.balance,
       returnedFrom: this.leaseFrom,
+      refunds: this.takeRefunds(),
       unleased: this.unleased,
       observation: this.takeObservation(),
     };
@@ -261,8 +277,9 @@ export class OrgRateGovernor implements RequestPacer {
       return this.now() - started;
     }
     const key = costKey(url, params);
+    const first = firstCostEstimate(url, params);
     await new Promise<void>((resolve) => {
-      this.queue.push({ key, need: this.costs.estimate(key), resolve });
+      this.queue.push({ key, first, need: this.costs.estimate(key, first), resolve });
       void this.pump();
     });
     return this.now() - started;
@@ -301,7 +318,7 @@ export class OrgRateGovernor implements RequestPacer {
   /** Releases the head request when it may go, or waits (once) for that to change. */
   private async step(head: Waiter): Promise<void> {
     // Costs learnt while it queued count (the first requests queue before any response).
-    head.need = this.costs.estimate(head.key);
+    head.need = this.needOf(head);
     const now = this.now();
     const pause = this.pauseEnd() - now;
     if (pause > 0) return this.sleep(pause);
@@ -324,14 +341,32 @@ export class OrgRateGovernor implements RequestPacer {
       this.balance -= head.need;
       return this.release(head, true);
     }
+    const refundRounds = this.refundRounds;
     const waitMs = await this.renew(now, head.need);
-    if (waitMs > 0) await this.sleep(waitMs);
+    // A refund handed back meanwhile may have made the room this round did not find.
+    if (waitMs > 0 && refundRounds === this.refundRounds) await this.sleep(waitMs);
+  }
+
+  /**
+   * What the request reserves: its kind's price; a kind not priced yet its first estimate, but
+   * at most our whole share (more could not be held anyway, and its answer refunds the rest).
+   */
+  private needOf(head: Waiter): number {
+    const need = this.costs.estimate(head.key, head.first);
+    if (this.costs.known(head.key) || this.shared.max <= 0) return need;
+    return Math.min(need, Math.max(1, Math.floor(this.policy.share * this.shared.max)));
   }
 
   private release(head: Waiter, leased: boolean): void {
     this.queue.shift();
     const flights = this.inflight.get(head.key) ?? [];
-    flights.push({ need: head.need, at: this.now(), leased });
+    flights.push({
+      need: head.need,
+      from: this.leaseFrom,
+      at: this.now(),
+      leased,
+      firstOfKind: !this.costs.known(head.key),
+    });
     this.inflight.set(head.key, flights);
     head.resolve();
   }
@@ -350,8 +385,9 @@ export class OrgRateGovernor implements RequestPacer {
       want,
       returned,
       returnedFrom: this.leaseFrom,
+      refunds: this.takeRefunds(),
       unleased,
-      lagMs: this.lagMs,
+      lagMs: Math.max(this.lag.ms, this.lag.previousMs),
       observation: this.takeObservation(),
     });
     if (outcome.grant > 0) {
@@ -426,13 +462,13 @@ export class OrgRateGovernor implements RequestPacer {
     }
     if (observation.throttled) {
       // Refused requests cost nothing.
-      if (flight?.leased) this.balance += flight.need;
+      if (flight?.leased) this.settle(flight, 0);
       this.throttle(parseRetryAfter(observation.headers?.get("retry-after")));
       return { units: 0, throttled: true };
     }
     if (cost !== undefined) this.costs.observe(key, cost);
-    if (metered) this.lagMs += 0.1 * (observation.latencyMs - this.lagMs);
-    if (flight?.leased) this.balance -= (cost ?? flight.need) - flight.need;
+    if (metered) this.noteLag(flight ? now - flight.at : observation.latencyMs, now);
+    if (flight?.leased) this.settle(flight, cost ?? flight.need);
     else if (flight && cost !== undefined) this.unleased += cost;
     if (metered && !org && observation.status >= 200 && observation.status < 300) {
       this.headerlessStreak++;
@@ -496,7 +532,43 @@ export class OrgRateGovernor implements RequestPacer {
     this.wake();
   }
 
+  /** Books what a leased request really cost against what it reserved. */
+  private settle(flight: Flight, cost: number): void {
+    const unused = flight.need - cost;
+    if (unused === 0) return;
+    if (flight.from === this.leaseFrom && !flight.firstOfKind) {
+      // Its lease is still ours: the next requests use (or make up for) the difference.
+      this.balance += unused;
+      return;
+    }
+    // Else to the spend it was booked in, with the next round; a guess at once, so that a high
+    // one holds back no one, here or in another instance, who waits for budget.
+    this.refunds.push({ from: flight.from, units: unused });
+    if (flight.firstOfKind) void this.returnRefunds();
+  }
+
+  private async returnRefunds(): Promise<void> {
+    const refunds = this.takeRefunds();
+    if (refunds.length === 0) return;
+    await this.round({ now: this.now(), need: 0, want: 0, returned: 0, returnedFrom: 0, refunds });
+    this.refundRounds++;
+    this.wake();
+  }
+
   // --- bookkeeping ------------------------------------------------------------------------
+
+  private noteLag(ms: number, now: number): void {
+    const elapsed = now - this.lag.since;
+    if (elapsed >= this.policy.windowMs) {
+      const previousMs = elapsed < 2 * this.policy.windowMs ? this.lag.ms : 0;
+      this.lag = { ms: 0, previousMs, since: now };
+    }
+    this.lag.ms = Math.max(this.lag.ms, ms);
+  }
+
+  private takeRefunds(): Refund[] {
+    return this.refunds.splice(0);
+  }
 
   private takeObservation(): Observation | undefined {
     const observation = this.pendingObservation;

@@ -109,6 +109,12 @@ export function applyObservation(
   };
 }
 
+/** Units booked by a lease granted at `from` that went unused (negative: overdrawn). */
+export interface Refund {
+  from: number;
+  units: number;
+}
+
 export interface LeaseInput {
   now: number;
   /** Units the first waiting request needs. */
@@ -118,9 +124,11 @@ export interface LeaseInput {
   /** What is left of the previous lease (negative when overdrawn) and when it was granted. */
   returned: number;
   returnedFrom: number;
+  /** Parts of earlier leases whose requests' answers cost less (negative: more) than booked. */
+  refunds?: readonly Refund[];
   /** Units spent without a lease (before the header was known), charged now. */
   unleased?: number;
-  /** How long metered requests take lately: the server counts a unit when it answers. */
+  /** How long metered requests take lately, at most: the server counts a unit when it answers. */
   lagMs?: number;
   observation?: Observation | undefined;
 }
@@ -156,9 +164,13 @@ export function leaseRound(
     spend: pruneSpend(state.spend, policy.slotMs, now - 2 * policy.windowMs - 2 * policy.leaseMs),
   };
   let dirty = false;
-  if (input.returned !== 0) {
-    next.tokens += input.returned;
-    next.spend = adjustSpend(next.spend, policy.slotMs, input.returnedFrom, -input.returned);
+  for (const { from, units } of [
+    { from: input.returnedFrom, units: input.returned },
+    ...(input.refunds ?? []),
+  ]) {
+    if (units === 0) continue;
+    next.tokens += units;
+    next.spend = adjustSpend(next.spend, policy.slotMs, from, -units);
     dirty = true;
   }
   if (input.unleased) {
