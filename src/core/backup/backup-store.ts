@@ -1,7 +1,9 @@
-import { createHash } from "node:crypto";
+import { createHash, randomUUID } from "node:crypto";
+import { type FileHandle, open } from "node:fs/promises";
 import type { Readable } from "node:stream";
 import type { ContainerClient } from "@azure/storage-blob";
-import type { CachedFile } from "./cache.js";
+import { mapWithConcurrency } from "../concurrency.js";
+import { ByteBudget, type CachedFile, type CachingFile } from "./cache.js";
 
 export interface StoredFile {
   /** Relative to the identity's prefix. */
@@ -12,6 +14,9 @@ export interface StoredFile {
 }
 
 const UPLOAD_BLOCK = 8 * 1024 * 1024;
+const UPLOAD_CONCURRENCY = 4;
+/** Blocks read back from the cache and on their way to Blob, across all uploads of the process. */
+const BLOCK_BUFFERS = 8;
 
 /**
  * An identity's part of its backup container: every name is relative to `<identityId>/`.
@@ -30,11 +35,86 @@ export class BackupStore {
   async uploadCached(relative: string, file: CachedFile, contentType: string): Promise<StoredFile> {
     await this.container.getBlockBlobClient(this.blobName(relative)).uploadFile(file.path, {
       blockSize: UPLOAD_BLOCK,
-      concurrency: 4,
+      concurrency: UPLOAD_CONCURRENCY,
       blobHTTPHeaders: { blobContentType: contentType },
       metadata: { sha256: file.sha256 },
     });
     return { blob: relative, size: file.size, sha256: file.sha256, contentType };
+  }
+
+  /**
+   * Uploads a file while its download still writes it into the cache: blocks are staged from
+   * the completed regions of the file as they arrive, a few at a time, and committed with the
+   * hash once the download ended — the blob appears only then. A file of one block or less
+   * goes up in one request once complete. A failure on either side stops the other: the
+   * download is aborted, blocks in flight are cancelled, and the first error is thrown. The
+   * caller discards `file` afterwards.
+   */
+  async uploadWhileCaching(relative: string, file: CachingFile, contentType: string): Promise<StoredFile> {
+    // More than one block on disk, or the whole (small) file.
+    await file.reached(UPLOAD_BLOCK + 1);
+    if (file.complete && file.written <= UPLOAD_BLOCK) {
+      return this.uploadCached(relative, await file.done, contentType);
+    }
+    const blob = this.container.getBlockBlobClient(this.blobName(relative));
+    // Fresh ids on every call: blocks staged by a failed attempt are never committed.
+    const attempt = randomUUID();
+    const blockIds: string[] = [];
+    const cancel = new AbortController();
+    let failure: { error: unknown } | undefined;
+    const fail = (error: unknown) => {
+      if (failure) return;
+      failure = { error };
+      cancel.abort(error);
+      file.abort(error);
+    };
+    // A failed download cancels the blocks in flight at once, not after they finish.
+    file.done.catch(fail);
+    let nextBlock = 0;
+    let reader: Promise<FileHandle> | undefined;
+    const stageBlocks = async () => {
+      try {
+        for (;;) {
+          const index = nextBlock++;
+          const start = index * UPLOAD_BLOCK;
+          // The block is complete once a byte past it is on disk, or the download ended.
+          await file.reached(start + UPLOAD_BLOCK + 1);
+          const end = Math.min(file.written, start + UPLOAD_BLOCK);
+          if (failure || start >= end) return;
+          const blockId = Buffer.from(`${attempt}-${String(index).padStart(6, "0")}`).toString("base64");
+          blockIds[index] = blockId;
+          const buffer = await blockBuffers.take(cancel.signal);
+          try {
+            reader ??= open(file.path, "r");
+            const block = await readRegion(await reader, buffer, start, end);
+            await blob.stageBlock(blockId, block, block.length, { abortSignal: cancel.signal });
+          } finally {
+            blockBuffers.give(buffer);
+          }
+        }
+      } catch (error) {
+        fail(error);
+        throw error;
+      }
+    };
+    try {
+      await mapWithConcurrency(Array.from({ length: UPLOAD_CONCURRENCY }), UPLOAD_CONCURRENCY, stageBlocks);
+    } catch (error) {
+      throw failure ? failure.error : error;
+    } finally {
+      blockBuffers.trim();
+      await reader?.then(
+        (handle) => handle.close(),
+        () => {},
+      );
+    }
+    if (failure) throw failure.error;
+    const cached = await file.done;
+    await blob.commitBlockList(blockIds, {
+      blobHTTPHeaders: { blobContentType: contentType },
+      metadata: { sha256: cached.sha256 },
+    });
+    return { blob: relative, size: cached.size, sha256: cached.sha256, contentType };
   }
 
   async uploadBuffer(relative: string, content: Buffer, contentType: string): Promise<StoredFile> {
@@ -77,3 +157,48 @@ export class BackupStore {
     }
   }
 }
+
+/** Reads `[start, end)` of a file into `buffer`; the part of it that holds the bytes. */
+async function readRegion(handle: FileHandle, buffer: Buffer, start: number, end: number): Promise<Buffer> {
+  const length = end - start;
+  let filled = 0;
+  while (filled < length) {
+    const { bytesRead } = await handle.read(buffer, filled, length - filled, start + filled);
+    if (bytesRead === 0) throw new Error(`The cache file ended at ${start + filled} bytes, before ${end}`);
+    filled += bytesRead;
+  }
+  return buffer.subarray(0, length);
+}
+
+/**
+ * Block-sized buffers, reused, at most `count` taken at once by all uploads of the process:
+ * memory stays flat however many large files go up together.
+ */
+class BlockBuffers {
+  private readonly budget: ByteBudget;
+  private free: Buffer[] = [];
+
+  constructor(
+    private readonly size: number,
+    count: number,
+  ) {
+    this.budget = new ByteBudget(size * count);
+  }
+
+  async take(signal: AbortSignal): Promise<Buffer> {
+    await this.budget.reserve(this.size, signal);
+    return this.free.pop() ?? Buffer.allocUnsafeSlow(this.size);
+  }
+
+  give(buffer: Buffer): void {
+    this.free.push(buffer);
+    this.budget.release(this.size);
+  }
+
+  /** Lets the memory go when no upload holds a buffer. */
+  trim(): void {
+    if (this.budget.usedBytes === 0) this.free = [];
+  }
+}
+
+const blockBuffers = new BlockBuffers(UPLOAD_BLOCK, BLOCK_BUFFERS);

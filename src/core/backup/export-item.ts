@@ -4,7 +4,7 @@ import { isRetryablePortalError, PortalError, PortalNotFoundError } from "../arc
 import { errorMessage } from "../errors.js";
 import type { Logger } from "../log.js";
 import type { BackupStore, StoredFile } from "./backup-store.js";
-import { type CacheSpace, streamToCache } from "./cache.js";
+import { type CacheSpace, startCaching } from "./cache.js";
 import type { InventoryRecord } from "./inventory.js";
 import { COMPLETION_MARKER, itemVersion, itemVersionPrefix, safeRelativePath } from "./layout.js";
 import type { PagedResponse, PortalItem } from "./portal-types.js";
@@ -268,6 +268,22 @@ export async function exportItem(ctx: ItemExportContext, record: InventoryRecord
 
 function versionWriter(ctx: ItemExportContext, prefix: string): VersionWriter & { files: ExportedFile[] } {
   const files: ExportedFile[] = [];
+  const recorded = (
+    stored: StoredFile,
+    relativePath: string,
+    kind: FileKind,
+    options: { originalName?: string; detail?: Record<string, string | number> },
+  ): ExportedFile => {
+    const exported: ExportedFile = {
+      ...stored,
+      path: relativePath,
+      kind,
+      ...(options.originalName ? { originalName: options.originalName } : {}),
+      ...(options.detail ? { detail: options.detail } : {}),
+    };
+    files.push(exported);
+    return exported;
+  };
   return {
     prefix,
     files,
@@ -276,19 +292,12 @@ function versionWriter(ctx: ItemExportContext, prefix: string): VersionWriter & 
         try {
           const stream = await open();
           if (!stream) return undefined;
-          const file = await streamToCache(stream.body, ctx.cacheDirectory, ctx.cacheSpace);
+          // The upload starts while the download is still being written into the cache.
+          const file = startCaching(stream.body, ctx.cacheDirectory, ctx.cacheSpace);
           try {
             const contentType = options.contentType ?? stream.contentType ?? "application/octet-stream";
-            const stored = await ctx.store.uploadCached(`${prefix}${relativePath}`, file, contentType);
-            const exported: ExportedFile = {
-              ...stored,
-              path: relativePath,
-              kind,
-              ...(options.originalName ? { originalName: options.originalName } : {}),
-              ...(options.detail ? { detail: options.detail } : {}),
-            };
-            files.push(exported);
-            return exported;
+            const stored = await ctx.store.uploadWhileCaching(`${prefix}${relativePath}`, file, contentType);
+            return recorded(stored, relativePath, kind, options);
           } finally {
             await file.discard();
           }
@@ -306,14 +315,7 @@ function versionWriter(ctx: ItemExportContext, prefix: string): VersionWriter & 
           file,
           options.contentType ?? "application/octet-stream",
         );
-        const exported: ExportedFile = {
-          ...stored,
-          path: relativePath,
-          kind,
-          ...(options.detail ? { detail: options.detail } : {}),
-        };
-        files.push(exported);
-        return exported;
+        return recorded(stored, relativePath, kind, options);
       } finally {
         await file.discard();
       }

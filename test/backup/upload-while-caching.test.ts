@@ -1,0 +1,290 @@
+import { createHash, randomBytes } from "node:crypto";
+import { mkdtemp, readdir, rm } from "node:fs/promises";
+import os from "node:os";
+import path from "node:path";
+import { Readable } from "node:stream";
+import { BlobServiceClient, type ContainerClient } from "@azure/storage-blob";
+import { afterAll, beforeAll, describe, expect, inject, test } from "vitest";
+import { BackupStore } from "../../src/core/backup/backup-store.js";
+import { CacheSpace, startCaching } from "../../src/core/backup/cache.js";
+import { exportItem } from "../../src/core/backup/export-item.js";
+import { itemVersionPrefix } from "../../src/core/backup/layout.js";
+import { silentLogger } from "../../src/core/log.js";
+import { portalFor, recordOf } from "../feature-data/support.js";
+import { type PortalSim, startPortalSim } from "../portal-sim/index.js";
+
+const MiB = 1024 * 1024;
+const IDENTITY = "00000000-0000-4000-8000-0000000000c7";
+const service = BlobServiceClient.fromConnectionString(inject("azurite").connectionString);
+let container: ContainerClient;
+let store: BackupStore;
+
+beforeAll(async () => {
+  container = service.getContainerClient(`overlap-${randomBytes(4).toString("hex")}`);
+  await container.create();
+  store = new BackupStore(container, IDENTITY);
+});
+
+afterAll(async () => {
+  await container?.delete().catch(() => undefined);
+});
+
+const sha256 = (data: Buffer) => createHash("sha256").update(data).digest("hex");
+
+/**
+ * A download at a network's pace, in 256 KiB chunks: it may wait at `holdAt` until `hold`
+ * resolves, then fail with `error` from `failAt` on. `sent` counts the bytes handed out.
+ */
+function download(
+  data: Buffer,
+  options: { holdAt?: number; hold?: Promise<void>; failAt?: number; error?: Error } = {},
+) {
+  const progress = { sent: 0 };
+  async function* chunks() {
+    for (let offset = 0; offset < data.length; offset += MiB / 4) {
+      if (offset === options.holdAt) await options.hold;
+      if (options.failAt !== undefined && offset >= options.failAt) throw options.error;
+      await new Promise((resolve) => setImmediate(resolve));
+      const chunk = data.subarray(offset, offset + MiB / 4);
+      progress.sent += chunk.length;
+      yield chunk;
+    }
+  }
+  return { stream: Readable.from(chunks(), { objectMode: false }), progress };
+}
+
+async function cacheFolder() {
+  return mkdtemp(path.join(os.tmpdir(), "overlap-cache-"));
+}
+
+async function until(check: () => Promise<boolean>, what: string): Promise<void> {
+  for (let i = 0; i < 500; i++) {
+    if (await check()) return;
+    await new Promise((resolve) => setTimeout(resolve, 10));
+  }
+  throw new Error(`Timed out waiting for ${what}`);
+}
+
+async function uncommittedBlocks(blob: string): Promise<string[]> {
+  const list = await container
+    .getBlockBlobClient(store.blobName(blob))
+    .getBlockList("uncommitted")
+    .catch(() => undefined);
+  return (list?.uncommittedBlocks ?? []).map((block) => block.name);
+}
+
+describe("uploading a file while it downloads into the cache", () => {
+  test("a multi-block file is staged as it arrives, lands byte-identical, and appears only at commit", async () => {
+    const dir = await cacheFolder();
+    const space = new CacheSpace(64 * MiB);
+    const data = randomBytes(28 * MiB + 12_345);
+    let release = () => {};
+    const hold = new Promise<void>((resolve) => {
+      release = resolve;
+    });
+    const source = download(data, { holdAt: 20 * MiB, hold });
+    const file = startCaching(source.stream, dir, space);
+    try {
+      const upload = store.uploadWhileCaching("items/a/data/big.zip", file, "application/zip");
+      // The download is held at 20 MiB: blocks are already on their way, the blob not there yet.
+      await until(async () => (await uncommittedBlocks("items/a/data/big.zip")).length >= 2, "staged blocks");
+      expect(file.complete).toBe(false);
+      expect(await store.exists("items/a/data/big.zip")).toBe(false);
+      expect(space.usedBytes).toBeLessThanOrEqual(space.limitBytes);
+      release();
+      const stored = await upload;
+
+      expect(stored).toEqual({
+        blob: "items/a/data/big.zip",
+        size: data.length,
+        sha256: sha256(data),
+        contentType: "application/zip",
+      });
+      const blob = container.getBlockBlobClient(store.blobName("items/a/data/big.zip"));
+      expect((await blob.downloadToBuffer()).equals(data)).toBe(true);
+      const properties = await blob.getProperties();
+      expect(properties.contentType).toBe("application/zip");
+      expect(properties.contentLength).toBe(data.length);
+      expect(properties.metadata).toEqual({ sha256: sha256(data) });
+      const blocks = await blob.getBlockList("committed");
+      expect(blocks.committedBlocks?.map((block) => block.size)).toEqual([
+        8 * MiB,
+        8 * MiB,
+        8 * MiB,
+        4 * MiB + 12_345,
+      ]);
+    } finally {
+      await file.discard();
+    }
+    expect(await readdir(dir)).toEqual([]);
+    expect(space.usedBytes).toBe(0);
+  });
+
+  test("a file of one block or less goes up in one request once complete", async () => {
+    const dir = await cacheFolder();
+    const space = new CacheSpace(64 * MiB);
+    const data = randomBytes(3 * MiB);
+    const file = startCaching(download(data).stream, dir, space);
+    try {
+      const stored = await store.uploadWhileCaching("items/b/metadata.xml", file, "application/xml");
+      expect(stored.sha256).toBe(sha256(data));
+      const blob = container.getBlockBlobClient(store.blobName("items/b/metadata.xml"));
+      expect((await blob.downloadToBuffer()).equals(data)).toBe(true);
+      const properties = await blob.getProperties();
+      expect(properties.contentType).toBe("application/xml");
+      expect(properties.metadata).toEqual({ sha256: sha256(data) });
+    } finally {
+      await file.discard();
+    }
+    expect(await readdir(dir)).toEqual([]);
+    expect(space.usedBytes).toBe(0);
+  });
+
+  test("a download that fails mid-stream leaves no blob and no cache file, and gives its space back", async () => {
+    const dir = await cacheFolder();
+    const space = new CacheSpace(64 * MiB);
+    const data = randomBytes(30 * MiB);
+    const cut = Object.assign(new Error("socket hang up"), { code: "ECONNRESET" });
+    let release = () => {};
+    const hold = new Promise<void>((resolve) => {
+      release = resolve;
+    });
+    const file = startCaching(
+      download(data, { holdAt: 20 * MiB, hold, failAt: 20 * MiB, error: cut }).stream,
+      dir,
+      space,
+    );
+    try {
+      const upload = store.uploadWhileCaching("items/c/data/cut.bin", file, "application/octet-stream");
+      // Blocks are staged before the download breaks.
+      await until(async () => (await uncommittedBlocks("items/c/data/cut.bin")).length >= 2, "staged blocks");
+      release();
+      await expect(upload).rejects.toBe(cut);
+      await expect(file.done).rejects.toBe(cut);
+    } finally {
+      await file.discard();
+    }
+    expect(await store.exists("items/c/data/cut.bin")).toBe(false);
+    expect(await readdir(dir)).toEqual([]);
+    expect(space.usedBytes).toBe(0);
+  });
+
+  test("an upload that fails stops the download at once and removes the cache file", async () => {
+    const dir = await cacheFolder();
+    const space = new CacheSpace(256 * MiB);
+    const missing = new BackupStore(
+      service.getContainerClient(`missing-${randomBytes(4).toString("hex")}`),
+      IDENTITY,
+    );
+    const source = download(randomBytes(200 * MiB));
+    const file = startCaching(source.stream, dir, space);
+    try {
+      await expect(
+        missing.uploadWhileCaching("items/d/data/x.bin", file, "application/octet-stream"),
+      ).rejects.toMatchObject({ statusCode: 404 });
+      await expect(file.done).rejects.toMatchObject({ statusCode: 404 });
+    } finally {
+      await file.discard();
+    }
+    expect(source.stream.destroyed).toBe(true);
+    // The first block is staged once 8 MiB are on disk; the download stops soon after it failed.
+    expect(source.progress.sent).toBeLessThan(64 * MiB);
+    expect(await readdir(dir)).toEqual([]);
+    expect(space.usedBytes).toBe(0);
+  });
+
+  test("a retried attempt stages fresh blocks: the failed attempt's blocks are never committed", async () => {
+    const dir = await cacheFolder();
+    const space = new CacheSpace(64 * MiB);
+    const data = randomBytes(26 * MiB);
+    const name = "items/e/data/retry.bin";
+    let release = () => {};
+    const hold = new Promise<void>((resolve) => {
+      release = resolve;
+    });
+    const cut = Object.assign(new Error("premature close"), { code: "ERR_STREAM_PREMATURE_CLOSE" });
+    const first = startCaching(
+      download(data, { holdAt: 20 * MiB, hold, failAt: 20 * MiB, error: cut }).stream,
+      dir,
+      space,
+    );
+    let firstBlocks: string[] = [];
+    try {
+      const upload = store.uploadWhileCaching(name, first, "application/octet-stream");
+      await until(async () => {
+        firstBlocks = await uncommittedBlocks(name);
+        return firstBlocks.length >= 2;
+      }, "staged blocks");
+      release();
+      await expect(upload).rejects.toBe(cut);
+    } finally {
+      await first.discard();
+    }
+
+    const second = startCaching(download(data).stream, dir, space);
+    try {
+      await store.uploadWhileCaching(name, second, "application/octet-stream");
+    } finally {
+      await second.discard();
+    }
+    const blob = container.getBlockBlobClient(store.blobName(name));
+    expect((await blob.downloadToBuffer()).equals(data)).toBe(true);
+    const committed =
+      (await blob.getBlockList("committed")).committedBlocks?.map((block) => block.name) ?? [];
+    expect(committed).toHaveLength(4);
+    expect(committed.filter((id) => firstBlocks.includes(id))).toEqual([]);
+    expect(await readdir(dir)).toEqual([]);
+    expect(space.usedBytes).toBe(0);
+  });
+});
+
+describe("exporting a large file item", () => {
+  let sim: PortalSim;
+
+  beforeAll(async () => {
+    sim = await startPortalSim({
+      size: "tiny",
+      seed: 7,
+      overrides: { items: { fgdb: 1 }, bigFileBytes: 24 * MiB + 1000 },
+    });
+  });
+
+  afterAll(async () => {
+    await sim?.close();
+  });
+
+  test("a download cut halfway restarts the file; it lands byte-identical with its sha256 and content type", async () => {
+    const item = [...sim.model.items()][0]!;
+    const expected = sim.model.itemDataBuffer(item.id)!;
+    expect(expected.length).toBe(24 * MiB + 1000);
+    // The first download of the file breaks at half, after blocks of it were staged.
+    sim.setFaults([{ match: "storage/blob", action: "truncate", times: 1 }]);
+    sim.stats.reset();
+    const cacheDirectory = await cacheFolder();
+    const cacheSpace = new CacheSpace(256 * MiB);
+    try {
+      const result = await exportItem(
+        { portal: portalFor(sim), store, cacheDirectory, cacheSpace, log: silentLogger },
+        recordOf(item),
+      );
+      expect(result.status).toBe("exported");
+      // Fetched twice: the cut download, then the whole file.
+      expect(sim.stats.byRoute()["storage/blob"]).toBe(2);
+      const data = result.files.find((file) => file.kind === "data")!;
+      expect(data).toMatchObject({ size: expected.length, sha256: sha256(expected) });
+      const blob = container.getBlockBlobClient(
+        store.blobName(`${itemVersionPrefix(item.id, result.version!)}${data.path}`),
+      );
+      expect((await blob.downloadToBuffer()).equals(expected)).toBe(true);
+      const properties = await blob.getProperties();
+      expect(properties.contentType).toBe(data.contentType);
+      expect(properties.contentType).not.toBe("");
+      expect(properties.metadata).toEqual({ sha256: sha256(expected) });
+      expect(await readdir(cacheDirectory)).toEqual([]);
+      expect(cacheSpace.usedBytes).toBe(0);
+    } finally {
+      sim.setFaults([]);
+      await rm(cacheDirectory, { recursive: true, force: true });
+    }
+  });
+});
