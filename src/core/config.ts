@@ -83,7 +83,8 @@ export const SETTINGS: readonly SettingSpec[] = [
   },
   {
     name: "CACHE_MAX_BYTES",
-    description: "Upper bound of bytes held in a cache folder at once; an export waits for room.",
+    description:
+      "Upper bound of bytes held in a cache folder at once; an export waits for room. A larger single file fails its item.",
     defaultValue: String(8 * 1024 ** 3),
     requiredInAzure: false,
   },

@@ -40,6 +40,18 @@ describe("the cache folder", () => {
     await file.discard();
   });
 
+  test("a file larger than the whole cache fails with a clear error instead of waiting forever", async () => {
+    const dir = await mkdtemp(path.join(os.tmpdir(), "cache-"));
+    const space = new CacheSpace(1024 * 1024);
+    const chunks = Array.from({ length: 12 }, () => Buffer.alloc(256 * 1024));
+    await expect(streamToCache(Readable.from(chunks), dir, space)).rejects.toMatchObject({
+      code: "ERR_FILE_LARGER_THAN_CACHE",
+      field: "CACHE_MAX_BYTES",
+    });
+    expect(await readdir(dir)).toEqual([]);
+    expect(space.usedBytes).toBe(0);
+  });
+
   test("a failed download leaves nothing behind", async () => {
     const dir = await mkdtemp(path.join(os.tmpdir(), "cache-"));
     const space = new CacheSpace(1024 * 1024);

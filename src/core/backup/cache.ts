@@ -186,6 +186,8 @@ export function startCaching(source: Readable, directory: string, space: CacheSp
   };
   const take = async (chunks: Buffer[]) => {
     const bytes = chunks.reduce((sum, chunk) => sum + chunk.length, 0);
+    // It could never fit: waiting for room would wait for its own space, forever.
+    if (reserved + bytes > space.limitBytes) throw fileLargerThanCache(space.limitBytes);
     await space.reserve(bytes, stop.signal);
     if (released) {
       space.release(bytes);
@@ -306,6 +308,13 @@ export async function assertCacheWritable(directory: string): Promise<void> {
   } catch (cause) {
     throw cacheError(directory, cause);
   }
+}
+
+function fileLargerThanCache(limitBytes: number): AppError {
+  return new AppError(
+    `The file is larger than the cache folder may hold (CACHE_MAX_BYTES = ${limitBytes} bytes); raise CACHE_MAX_BYTES`,
+    { code: "ERR_FILE_LARGER_THAN_CACHE", status: 507, field: "CACHE_MAX_BYTES" },
+  );
 }
 
 function cacheError(directory: string, cause: unknown): AppError {
