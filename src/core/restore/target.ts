@@ -76,13 +76,7 @@ export async function readTargetUsers(
       for (const user of page.users ?? []) users.set(user.username.toLowerCase(), user);
     }
   } catch (error) {
-    if (
-      !(error instanceof PortalError) ||
-      isRetryablePortalError(error) ||
-      error instanceof PortalAuthError
-    ) {
-      throw error;
-    }
+    if (!isRefusalOfThisRequest(error)) throw error;
   }
   if (!users.has(self.username.toLowerCase())) {
     users.set(self.username.toLowerCase(), {
@@ -145,13 +139,7 @@ export class FolderResolver {
         return created.folder.id;
       }
     } catch (error) {
-      if (
-        !(error instanceof PortalError) ||
-        isRetryablePortalError(error) ||
-        error instanceof PortalAuthError
-      ) {
-        throw error;
-      }
+      if (!isRefusalOfThisRequest(error)) throw error;
       // Taken meanwhile (another activity, another user of the org): read the folders again.
     }
     this.byOwner.delete(owner.toLowerCase());
@@ -227,4 +215,11 @@ export function findServiceItem(
 
 function escapeRegExp(value: string): string {
   return value.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
+}
+
+/** The portal refused this one request (not transient, not our sign-in): the caller may carry on. */
+function isRefusalOfThisRequest(error: unknown): boolean {
+  return (
+    error instanceof PortalError && !isRetryablePortalError(error) && !(error instanceof PortalAuthError)
+  );
 }
