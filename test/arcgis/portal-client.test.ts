@@ -1,3 +1,5 @@
+import { createServer, type Server } from "node:http";
+import type { AddressInfo } from "node:net";
 import { afterAll, beforeAll, beforeEach, describe, expect, test } from "vitest";
 import { PortalClient } from "../../src/core/arcgis/portal-client.js";
 import {
@@ -252,5 +254,46 @@ describe("retry policy", () => {
     const item = [...sim.model.items()].find((i) => i.access === "private")!;
     const error = await client.json(`content/items/${item.id}`, { token: "forged" }).catch((e: unknown) => e);
     expect(error).toBeInstanceOf(PortalAuthError);
+  });
+});
+
+describe("the connection to the portal", () => {
+  let server: Server;
+  let baseUrl: string;
+  let connections = 0;
+
+  beforeAll(async () => {
+    server = createServer((req, res) => {
+      if (req.url?.startsWith("/sharing/rest/short")) {
+        // Chunked (no Content-Length), in pieces shorter than the client's error sniffing.
+        res.writeHead(200, { "content-type": "text/plain" });
+        res.write("hel");
+        setTimeout(() => res.end("lo"), 5);
+        return;
+      }
+      res.writeHead(200, { "content-type": "application/json" });
+      res.end(JSON.stringify({ ok: true }));
+    });
+    server.on("connection", () => connections++);
+    await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+    baseUrl = `http://127.0.0.1:${(server.address() as AddressInfo).port}/sharing/rest`;
+  });
+  afterAll(async () => {
+    server.closeAllConnections();
+    await new Promise((resolve) => server.close(resolve));
+  });
+
+  test("one kept-alive connection serves a run of requests", async () => {
+    const client = new PortalClient({ sharingUrl: baseUrl });
+    connections = 0;
+    for (let i = 0; i < 30; i++) expect(await client.json("portals/self")).toEqual({ ok: true });
+    expect(connections).toBe(1);
+  });
+
+  test("a download shorter than the error sniffing, without Content-Length, arrives whole", async () => {
+    const client = new PortalClient({ sharingUrl: baseUrl });
+    const stream = await client.openStream("short");
+    expect(stream?.contentLength).toBeUndefined();
+    expect((await readAll(stream!.body)).toString()).toBe("hello");
   });
 });

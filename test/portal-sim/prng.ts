@@ -1,3 +1,4 @@
+import { createCipheriv } from "node:crypto";
 import { Readable } from "node:stream";
 
 /** 32-bit finaliser (murmur3 fmix): spreads every input bit over the whole word. */
@@ -65,38 +66,44 @@ export class Rng {
 /**
  * Seekable pseudo-random bytes: byte `pos` of stream `key` is a pure function of both, so a
  * 2 GB file can be served (and range-requested, and hashed by a test) without storing it.
+ * The bytes are an AES-CTR keystream (native code: the simulator must not be what a
+ * benchmark of large downloads measures).
  */
 export function fillPrng(key: number, offset: number, out: Uint8Array): void {
-  let pos = offset;
-  let i = 0;
-  const end = out.length;
-  // unaligned head
-  while (i < end && pos % 4 !== 0) {
-    out[i++] = byteAt(key, pos++);
+  const next = keystream(key, offset);
+  for (let filled = 0; filled < out.length; ) {
+    const piece = next(Math.min(ZEROS.length, out.length - filled));
+    out.set(piece, filled);
+    filled += piece.length;
   }
-  const k = key >>> 0;
-  while (i + 4 <= end) {
-    const w = pos >>> 2;
-    let h = (k ^ Math.imul(w, 0x9e3779b1)) >>> 0;
-    h ^= h >>> 16;
-    h = Math.imul(h, 0x85ebca6b);
-    h ^= h >>> 13;
-    h = Math.imul(h, 0xc2b2ae35);
-    h ^= h >>> 16;
-    out[i] = h & 0xff;
-    out[i + 1] = (h >>> 8) & 0xff;
-    out[i + 2] = (h >>> 16) & 0xff;
-    out[i + 3] = (h >>> 24) & 0xff;
-    i += 4;
-    pos += 4;
-  }
-  while (i < end) out[i++] = byteAt(key, pos++);
 }
 
-function byteAt(key: number, pos: number): number {
-  const w = Math.floor(pos / 4) >>> 0;
-  const h = fmix32((key >>> 0) ^ Math.imul(w, 0x9e3779b1));
-  return (h >>> ((pos % 4) * 8)) & 0xff;
+/** Successive bytes of the keystream of `key` from `offset` on: each call a fresh buffer of up to 1 MiB. */
+function keystream(key: number, offset: number): (length: number) => Buffer {
+  const iv = Buffer.alloc(16);
+  iv.writeBigUInt64BE(BigInt(Math.floor(offset / 16)), 8);
+  const cipher = createCipheriv("aes-128-ctr", keystreamKey(key), iv);
+  let skip = offset % 16;
+  return (length) => {
+    const block = cipher.update(ZEROS.subarray(0, Math.min(ZEROS.length, length + skip)));
+    const piece = skip > 0 ? block.subarray(skip) : block;
+    skip = 0;
+    return piece;
+  };
+}
+
+const ZEROS = Buffer.alloc(1024 * 1024);
+const keys = new Map<number, Buffer>();
+
+function keystreamKey(key: number): Buffer {
+  let aesKey = keys.get(key);
+  if (!aesKey) {
+    aesKey = Buffer.alloc(16);
+    for (let i = 0; i < 4; i++) aesKey.writeUInt32BE(hash32(key, i), i * 4);
+    if (keys.size > 10_000) keys.clear();
+    keys.set(key, aesKey);
+  }
+  return aesKey;
 }
 
 /**
@@ -107,6 +114,8 @@ export interface ByteSource {
   size: number;
   /** Copies bytes [offset, offset+out.length) into out. */
   read(offset: number, out: Uint8Array): void;
+  /** Bytes from `offset` on, in order, each call a fresh buffer of up to `length` bytes (streaming without a copy). */
+  chunks?(offset: number): (length: number) => Buffer;
 }
 
 export function prngSource(key: number, size: number, header: Uint8Array = new Uint8Array(0)): ByteSource {
@@ -120,6 +129,17 @@ export function prngSource(key: number, size: number, header: Uint8Array = new U
       }
       if (i < out.length) fillPrng(key, offset + i, out.subarray(i));
     },
+    chunks(offset) {
+      const next = keystream(key, offset);
+      let at = offset;
+      return (length) => {
+        const piece = next(length);
+        // The header overlays the noise at the same positions, as in read().
+        for (let i = 0; i < piece.length && at + i < header.length; i++) piece[i] = header[at + i] ?? 0;
+        at += piece.length;
+        return piece;
+      };
+    },
   };
 }
 
@@ -132,20 +152,26 @@ export function bufferSource(buf: Uint8Array): ByteSource {
   };
 }
 
-/** Streams [start, end) of a source in 64 KiB chunks. */
+/** Streams [start, end) of a source in 256 KiB chunks (few enough that serving 2 GB costs little). */
 export function sourceStream(src: ByteSource, start = 0, end = src.size): Readable {
   let pos = start;
-  const chunk = 64 * 1024;
+  const chunk = 256 * 1024;
+  const next =
+    src.chunks?.(start) ??
+    ((length: number) => {
+      const buf = Buffer.allocUnsafe(length);
+      src.read(pos, buf);
+      return buf;
+    });
   return new Readable({
+    highWaterMark: chunk,
     read() {
       if (pos >= end) {
         this.push(null);
         return;
       }
-      const n = Math.min(chunk, end - pos);
-      const buf = Buffer.allocUnsafe(n);
-      src.read(pos, buf);
-      pos += n;
+      const buf = next(Math.min(chunk, end - pos));
+      pos += buf.length;
       this.push(buf);
     },
   });

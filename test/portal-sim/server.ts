@@ -1,6 +1,7 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import type { AddressInfo, Socket } from "node:net";
 import { Readable } from "node:stream";
+import { pipeline } from "node:stream/promises";
 import type { Caller, Handler, SimContext } from "./context.js";
 import { signStorage } from "./context.js";
 import { type FaultRule, type Faults, globToRegExp } from "./faults.js";
@@ -451,14 +452,9 @@ export class SimServers {
       res.end();
       return;
     }
-    for await (const chunk of stream) {
-      if (res.destroyed) {
-        stream.destroy();
-        return;
-      }
-      await writeAsync(res, chunk as Buffer);
-    }
-    res.end();
+    // Flowing, chunk by chunk (an iterator would merge buffered chunks into copies); a client
+    // that goes away ends it.
+    await pipeline(stream, res).catch(() => undefined);
   }
 }
 

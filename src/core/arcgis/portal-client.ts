@@ -1,7 +1,13 @@
 import { Readable, Transform } from "node:stream";
-import type { ReadableStreamDefaultReader, ReadableStream as WebReadableStream } from "node:stream/web";
 import { setTimeout as sleep } from "node:timers/promises";
 import { encodeFormData, encodeQueryString } from "@esri/arcgis-rest-request";
+import {
+  fetchTransport,
+  type HeaderLookup,
+  type HttpAnswer,
+  type HttpTransport,
+  nodeHttpTransport,
+} from "./http-transport.js";
 import {
   classifyPortalBody,
   isRetryablePortalError,
@@ -27,7 +33,7 @@ export interface ResponseObservation {
   status: number;
   throttled: boolean;
   latencyMs: number;
-  headers: Headers | undefined;
+  headers: HeaderLookup | undefined;
 }
 
 /** Hooks that let a rate governor slow requests down before the org's budget runs out. */
@@ -53,6 +59,7 @@ export interface PortalClientOptions {
   pacer?: RequestPacer;
   /** The referer a referer-bound token was generated for. */
   referer?: string;
+  /** Another way to send requests (tests watch or bend traffic with one); node:http by default. */
   fetch?: typeof fetch;
 }
 
@@ -112,7 +119,7 @@ export class PortalClient {
   >;
   private readonly tokens: TokenProvider | undefined;
   private readonly pacer: RequestPacer | undefined;
-  private readonly fetchImpl: typeof fetch;
+  private readonly transport: HttpTransport;
   private readonly init: PortalClientOptions;
 
   constructor(options: PortalClientOptions) {
@@ -120,7 +127,7 @@ export class PortalClient {
     this.sharingUrl = options.sharingUrl.replace(/\/+$/, "");
     this.tokens = options.tokens;
     this.pacer = options.pacer;
-    this.fetchImpl = options.fetch ?? fetch;
+    this.transport = options.fetch ? fetchTransport(options.fetch) : nodeHttpTransport;
     this.options = {
       timeoutMs: options.timeoutMs ?? 60_000,
       idleTimeoutMs: options.idleTimeoutMs ?? 60_000,
@@ -164,7 +171,7 @@ export class PortalClient {
           signal,
           options.method ?? "POST",
         );
-        const text = await this.readText(response, url);
+        const text = await readText(response, url);
         if (text.trim() === "") return {} as T;
         let body: unknown;
         try {
@@ -203,54 +210,40 @@ export class PortalClient {
         const contentType = response.headers.get("content-type") ?? undefined;
         const lengthHeader = response.headers.get("content-length");
         const contentLength = lengthHeader === null ? undefined : Number(lengthHeader);
-        if (contentLength === 0 || !response.body) {
-          await response.body?.cancel();
+        let body: Readable = response.body;
+        if (contentLength === 0) {
+          body.destroy();
           return undefined;
         }
-        const reader = (response.body as WebReadableStream<Uint8Array>).getReader();
         const mayBeError = contentType?.includes("json") || contentType?.includes("text/plain");
         // Peek: an empty chunked body is no data; a JSON error hides behind JSON and text types.
-        let head = Buffer.alloc(0);
-        let ended = false;
-        while (head.length < ERROR_PEEK_BYTES) {
-          const { done, value } = await reader.read();
-          if (done) {
-            ended = true;
-            break;
-          }
-          head = Buffer.concat([head, value]);
-        }
-        if (ended && head.length === 0) return undefined;
-        if (mayBeError && /^\s*\{\s*"error"\s*:/.test(head.toString("utf8"))) {
-          const chunks = [head];
-          let size = head.length;
-          while (!ended && size <= ERROR_SNIFF_LIMIT) {
-            const { done, value } = await reader.read();
-            if (done) ended = true;
-            else {
-              chunks.push(Buffer.from(value));
-              size += value.length;
+        if (mayBeError || contentLength === undefined) {
+          const { head, rest } = await peek(body, ERROR_PEEK_BYTES);
+          if (!rest && head.length === 0) return undefined;
+          if (mayBeError && /^\s*\{\s*"error"\s*:/.test(head.toString("utf8"))) {
+            const whole = rest ? await readAll(rest, ERROR_SNIFF_LIMIT) : head;
+            let parsed: unknown;
+            try {
+              parsed = JSON.parse(whole.toString("utf8"));
+            } catch {
+              throw new PortalTransientError(`Truncated error response from ${redactPath(url)}`, {
+                code: "ERR_PORTAL_BAD_RESPONSE",
+                status: 502,
+              });
             }
-          }
-          const text = Buffer.concat(chunks).toString("utf8");
-          let parsed: unknown;
-          try {
-            parsed = JSON.parse(text);
-          } catch {
-            throw new PortalTransientError(`Truncated error response from ${redactPath(url)}`, {
-              code: "ERR_PORTAL_BAD_RESPONSE",
-              status: 502,
-            });
-          }
-          classifyPortalBody(parsed, url, parseRetryAfter(response.headers.get("retry-after")));
-          head = Buffer.concat(chunks);
+            classifyPortalBody(parsed, url, parseRetryAfter(response.headers.get("retry-after")));
+            // An "error" member that is no error: the bytes read are the data.
+            body.destroy();
+            body = Readable.from([whole]);
+          } else if (!rest) body = Readable.from([head]);
         }
         const stream: PortalStream = {
-          body: withIdleTimeout(
-            Readable.from(replay(head, ended ? undefined : reader, contentLength, url)),
-            this.options.idleTimeoutMs,
+          body: guardDownload(body, {
+            idleMs: this.options.idleTimeoutMs,
             controller,
-          ),
+            contentLength,
+            url,
+          }),
           contentType,
           contentLength,
           fileName: fileNameFrom(response.headers.get("content-disposition")),
@@ -322,39 +315,41 @@ export class PortalClient {
     token: string | undefined,
     signal: AbortSignal,
     method: "GET" | "POST",
-  ): Promise<Response> {
+  ): Promise<HttpAnswer> {
     const withToken = token ? { ...params, token } : params;
     const headers: Record<string, string> = { referer: this.options.referer };
     let target = url;
-    let init: RequestInit;
+    let body: string | FormData | undefined;
     if (method === "GET") {
       const query = encodeQueryString(withToken);
       target = query ? `${url}${url.includes("?") ? "&" : "?"}${query}` : url;
-      init = { method, headers, signal, redirect: "manual" };
     } else {
-      const body = encodeFormData(withToken);
+      body = encodeFormData(withToken) as string | FormData;
       if (typeof body === "string") headers["content-type"] = "application/x-www-form-urlencoded";
-      init = { method, headers, body: body as RequestInit["body"], signal, redirect: "manual" };
     }
     const started = performance.now();
     this.stats.requests++;
-    let response: Response;
+    let response: HttpAnswer;
     try {
-      response = await this.fetchImpl(target, init);
+      response = await this.transport(target, {
+        method,
+        headers,
+        signal,
+        ...(body === undefined ? {} : { body }),
+      });
       const origin = new URL(url).origin;
       for (let hops = 0; isRedirect(response.status) && hops < MAX_REDIRECTS; hops++) {
         const location = response.headers.get("location");
-        await response.body?.cancel();
+        response.body.destroy();
         if (!location) break;
         const next = new URL(location, target);
         // Storage hosts get a signed URL and nothing of ours: no token, no referer.
         const sameOrigin = next.origin === origin;
         target = next.toString();
-        response = await this.fetchImpl(target, {
+        response = await this.transport(target, {
           method: "GET",
           headers: sameOrigin ? headers : {},
           signal,
-          redirect: "manual",
         });
       }
     } catch (error) {
@@ -378,47 +373,75 @@ export class PortalClient {
       latencyMs: performance.now() - started,
       headers: response.headers,
     });
-    if (!response.ok) {
-      await response.body?.cancel();
+    if (response.status < 200 || response.status > 299) {
+      response.body.destroy();
       throw portalHttpError(response.status, url, parseRetryAfter(response.headers.get("retry-after")));
     }
     return response;
   }
-
-  private async readText(response: Response, url: string): Promise<string> {
-    const text = await response.text();
-    const declared = response.headers.get("content-length");
-    if (declared !== null && Buffer.byteLength(text) < Number(declared)) {
-      throw new PortalTransientError(`Truncated response from ${redactPath(url)}`, {
-        code: "ERR_PORTAL_BAD_RESPONSE",
-        status: 502,
-      });
-    }
-    return text;
-  }
 }
 
-/** The peeked bytes, then the rest of the body; a body shorter than announced is a transient error. */
-async function* replay(
-  head: Buffer,
-  reader: ReadableStreamDefaultReader<Uint8Array> | undefined,
-  contentLength: number | undefined,
-  url: string,
-): AsyncGenerator<Buffer> {
-  let size = head.length;
-  if (head.length > 0) yield head;
-  while (reader) {
-    const { done, value } = await reader.read();
-    if (done) break;
-    size += value.length;
-    yield Buffer.from(value.buffer, value.byteOffset, value.byteLength);
+/** The whole body as text; a body shorter than announced is a transient error. */
+async function readText(response: HttpAnswer, url: string): Promise<string> {
+  const bytes = await readAll(response.body, Number.POSITIVE_INFINITY);
+  const declared = response.headers.get("content-length");
+  if (declared !== null && bytes.length < Number(declared)) throw truncated(url);
+  return bytes.toString("utf8");
+}
+
+/** The body up to `limit` bytes (past it, the rest is left unread). */
+async function readAll(body: Readable, limit: number): Promise<Buffer> {
+  const chunks: Buffer[] = [];
+  let size = 0;
+  for await (const chunk of body) {
+    chunks.push(chunk as Buffer);
+    size += (chunk as Buffer).length;
+    if (size > limit) break;
   }
-  if (contentLength !== undefined && size < contentLength) {
-    throw new PortalTransientError(`Truncated response from ${redactPath(url)}`, {
-      code: "ERR_PORTAL_BAD_RESPONSE",
-      status: 502,
-    });
-  }
+  return Buffer.concat(chunks);
+}
+
+/**
+ * The first `bytes` of a body. When the body is longer, they are put back and `rest` is the
+ * whole body again; when it ended sooner, `head` is all of it and there is no `rest`.
+ */
+async function peek(body: Readable, bytes: number): Promise<{ head: Buffer; rest: Readable | undefined }> {
+  const chunks: Buffer[] = [];
+  let size = 0;
+  const ended = await new Promise<boolean>((resolve, reject) => {
+    const stop = (outcome: boolean | Error) => {
+      body.off("readable", onReadable);
+      body.off("end", onEnd);
+      body.off("error", onError);
+      if (outcome instanceof Error) reject(outcome);
+      else resolve(outcome);
+    };
+    const onReadable = () => {
+      for (let chunk = body.read() as Buffer | null; chunk !== null; chunk = body.read() as Buffer | null) {
+        chunks.push(chunk);
+        size += chunk.length;
+        if (size >= bytes) {
+          // Put back at once, in this handler: later, the stream may already have announced its end.
+          body.unshift(Buffer.concat(chunks));
+          return stop(false);
+        }
+      }
+    };
+    const onEnd = () => stop(true);
+    const onError = (error: Error) => stop(error);
+    body.on("readable", onReadable);
+    body.once("end", onEnd);
+    body.once("error", onError);
+  });
+  const head = Buffer.concat(chunks);
+  return { head, rest: ended ? undefined : body };
+}
+
+function truncated(url: string): PortalTransientError {
+  return new PortalTransientError(`Truncated response from ${redactPath(url)}`, {
+    code: "ERR_PORTAL_BAD_RESPONSE",
+    status: 502,
+  });
 }
 
 function isRedirect(status: number): boolean {
@@ -471,32 +494,40 @@ function fileNameFrom(disposition: string | null): string | undefined {
   return plain?.[1]?.trim();
 }
 
-/** Aborts the download when no bytes arrive for `idleMs`. */
-function withIdleTimeout(source: Readable, idleMs: number, controller: AbortController): Readable {
-  let timer: NodeJS.Timeout | undefined;
-  const arm = () => {
-    clearTimeout(timer);
-    timer = setTimeout(() => {
-      const error = new PortalTransientError(`Download stalled for ${idleMs} ms`, {
-        code: "ERR_PORTAL_TIMEOUT",
-        status: 504,
-      });
-      controller.abort(error);
-      guard.destroy(error);
-    }, idleMs);
-  };
+/**
+ * A download as the caller reads it: aborted when no bytes arrive for `idleMs`, and failed as
+ * transient when it ends short of its announced length.
+ */
+function guardDownload(
+  source: Readable,
+  options: { idleMs: number; controller: AbortController; contentLength: number | undefined; url: string },
+): Readable {
+  let received = 0;
+  const timer = setTimeout(() => {
+    const error = new PortalTransientError(`Download stalled for ${options.idleMs} ms`, {
+      code: "ERR_PORTAL_TIMEOUT",
+      status: 504,
+    });
+    options.controller.abort(error);
+    guard.destroy(error);
+  }, options.idleMs);
   const guard = new Transform({
-    transform(chunk, _encoding, callback) {
-      arm();
+    transform(chunk: Buffer, _encoding, callback) {
+      received += chunk.length;
+      timer.refresh();
       callback(null, chunk);
     },
     flush(callback) {
       clearTimeout(timer);
-      callback();
+      if (options.contentLength !== undefined && received < options.contentLength) {
+        callback(truncated(options.url));
+      } else callback();
     },
   });
   guard.on("close", () => clearTimeout(timer));
-  source.on("error", (error) => guard.destroy(error));
-  arm();
+  // A connection lost mid-body is a network failure like any other: transient, fetched again.
+  source.on("error", (error) =>
+    guard.destroy(toPortalError(error, options.url, options.controller.signal) as Error),
+  );
   return source.pipe(guard);
 }
