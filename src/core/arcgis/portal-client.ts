@@ -389,7 +389,7 @@ async function readText(response: HttpAnswer, url: string): Promise<string> {
   return bytes.toString("utf8");
 }
 
-/** The body up to `limit` bytes (past it, the rest is left unread). */
+/** The body, or its first `limit`-odd bytes when it is longer (the rest is dropped with the stream). */
 async function readAll(body: Readable, limit: number): Promise<Buffer> {
   const chunks: Buffer[] = [];
   let size = 0;
