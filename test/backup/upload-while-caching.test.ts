@@ -53,8 +53,18 @@ function download(
   return { stream: Readable.from(chunks(), { objectMode: false }), progress };
 }
 
-async function cacheFolder() {
-  return mkdtemp(path.join(os.tmpdir(), "overlap-cache-"));
+/** A fresh cache folder and its space; `expectGivenBack` checks that nothing of either is left in use. */
+async function freshCache(limitBytes: number) {
+  const dir = await mkdtemp(path.join(os.tmpdir(), "overlap-cache-"));
+  const space = new CacheSpace(limitBytes);
+  return {
+    dir,
+    space,
+    async expectGivenBack() {
+      expect(await readdir(dir)).toEqual([]);
+      expect(space.usedBytes).toBe(0);
+    },
+  };
 }
 
 async function until(check: () => Promise<boolean>, what: string): Promise<void> {
@@ -75,8 +85,7 @@ async function uncommittedBlocks(blob: string): Promise<string[]> {
 
 describe("uploading a file while it downloads into the cache", () => {
   test("a multi-block file is staged as it arrives, lands byte-identical, and appears only at commit", async () => {
-    const dir = await cacheFolder();
-    const space = new CacheSpace(64 * MiB);
+    const { dir, space, expectGivenBack } = await freshCache(64 * MiB);
     const data = randomBytes(28 * MiB + 12_345);
     let release = () => {};
     const hold = new Promise<void>((resolve) => {
@@ -116,13 +125,11 @@ describe("uploading a file while it downloads into the cache", () => {
     } finally {
       await file.discard();
     }
-    expect(await readdir(dir)).toEqual([]);
-    expect(space.usedBytes).toBe(0);
+    await expectGivenBack();
   });
 
   test("a file of one block or less goes up in one request once complete", async () => {
-    const dir = await cacheFolder();
-    const space = new CacheSpace(64 * MiB);
+    const { dir, space, expectGivenBack } = await freshCache(64 * MiB);
     const data = randomBytes(3 * MiB);
     const file = startCaching(download(data).stream, dir, space);
     try {
@@ -136,13 +143,11 @@ describe("uploading a file while it downloads into the cache", () => {
     } finally {
       await file.discard();
     }
-    expect(await readdir(dir)).toEqual([]);
-    expect(space.usedBytes).toBe(0);
+    await expectGivenBack();
   });
 
   test("a download that fails mid-stream leaves no blob and no cache file, and gives its space back", async () => {
-    const dir = await cacheFolder();
-    const space = new CacheSpace(64 * MiB);
+    const { dir, space, expectGivenBack } = await freshCache(64 * MiB);
     const data = randomBytes(30 * MiB);
     const cut = Object.assign(new Error("socket hang up"), { code: "ECONNRESET" });
     let release = () => {};
@@ -165,13 +170,11 @@ describe("uploading a file while it downloads into the cache", () => {
       await file.discard();
     }
     expect(await store.exists("items/c/data/cut.bin")).toBe(false);
-    expect(await readdir(dir)).toEqual([]);
-    expect(space.usedBytes).toBe(0);
+    await expectGivenBack();
   });
 
   test("an upload that fails stops the download at once and removes the cache file", async () => {
-    const dir = await cacheFolder();
-    const space = new CacheSpace(256 * MiB);
+    const { dir, space, expectGivenBack } = await freshCache(256 * MiB);
     const missing = new BackupStore(
       service.getContainerClient(`missing-${randomBytes(4).toString("hex")}`),
       IDENTITY,
@@ -189,13 +192,11 @@ describe("uploading a file while it downloads into the cache", () => {
     expect(source.stream.destroyed).toBe(true);
     // The first block is staged once 8 MiB are on disk; the download stops soon after it failed.
     expect(source.progress.sent).toBeLessThan(64 * MiB);
-    expect(await readdir(dir)).toEqual([]);
-    expect(space.usedBytes).toBe(0);
+    await expectGivenBack();
   });
 
   test("a retried attempt stages fresh blocks: the failed attempt's blocks are never committed", async () => {
-    const dir = await cacheFolder();
-    const space = new CacheSpace(64 * MiB);
+    const { dir, space, expectGivenBack } = await freshCache(64 * MiB);
     const data = randomBytes(26 * MiB);
     const name = "items/e/data/retry.bin";
     let release = () => {};
@@ -233,8 +234,7 @@ describe("uploading a file while it downloads into the cache", () => {
       (await blob.getBlockList("committed")).committedBlocks?.map((block) => block.name) ?? [];
     expect(committed).toHaveLength(4);
     expect(committed.filter((id) => firstBlocks.includes(id))).toEqual([]);
-    expect(await readdir(dir)).toEqual([]);
-    expect(space.usedBytes).toBe(0);
+    await expectGivenBack();
   });
 });
 
@@ -260,11 +260,16 @@ describe("exporting a large file item", () => {
     // The first download of the file breaks at half, after blocks of it were staged.
     sim.setFaults([{ match: "storage/blob", action: "truncate", times: 1 }]);
     sim.stats.reset();
-    const cacheDirectory = await cacheFolder();
-    const cacheSpace = new CacheSpace(256 * MiB);
+    const cache = await freshCache(256 * MiB);
     try {
       const result = await exportItem(
-        { portal: portalFor(sim), store, cacheDirectory, cacheSpace, log: silentLogger },
+        {
+          portal: portalFor(sim),
+          store,
+          cacheDirectory: cache.dir,
+          cacheSpace: cache.space,
+          log: silentLogger,
+        },
         recordOf(item),
       );
       expect(result.status).toBe("exported");
@@ -280,11 +285,10 @@ describe("exporting a large file item", () => {
       expect(properties.contentType).toBe(data.contentType);
       expect(properties.contentType).not.toBe("");
       expect(properties.metadata).toEqual({ sha256: sha256(expected) });
-      expect(await readdir(cacheDirectory)).toEqual([]);
-      expect(cacheSpace.usedBytes).toBe(0);
+      await cache.expectGivenBack();
     } finally {
       sim.setFaults([]);
-      await rm(cacheDirectory, { recursive: true, force: true });
+      await rm(cache.dir, { recursive: true, force: true });
     }
   });
 });
