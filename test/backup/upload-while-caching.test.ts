@@ -31,6 +31,16 @@ afterAll(async () => {
 
 const sha256 = (data: Buffer) => createHash("sha256").update(data).digest("hex");
 
+/** The blob holds exactly `data`, with its content type, and its sha256 in the metadata. */
+async function expectLanded(blobName: string, data: Buffer, contentType: string) {
+  const blob = container.getBlockBlobClient(blobName);
+  expect((await blob.downloadToBuffer()).equals(data)).toBe(true);
+  const properties = await blob.getProperties();
+  expect(properties.contentType).toBe(contentType);
+  expect(properties.metadata).toEqual({ sha256: sha256(data) });
+  return { blob, properties };
+}
+
 /**
  * A download at a network's pace, in 256 KiB chunks: it may wait at `holdAt` until `hold`
  * resolves, then fail with `error` from `failAt` on. `sent` counts the bytes handed out.
@@ -109,12 +119,12 @@ describe("uploading a file while it downloads into the cache", () => {
         sha256: sha256(data),
         contentType: "application/zip",
       });
-      const blob = container.getBlockBlobClient(store.blobName("items/a/data/big.zip"));
-      expect((await blob.downloadToBuffer()).equals(data)).toBe(true);
-      const properties = await blob.getProperties();
-      expect(properties.contentType).toBe("application/zip");
+      const { blob, properties } = await expectLanded(
+        store.blobName("items/a/data/big.zip"),
+        data,
+        "application/zip",
+      );
       expect(properties.contentLength).toBe(data.length);
-      expect(properties.metadata).toEqual({ sha256: sha256(data) });
       const blocks = await blob.getBlockList("committed");
       expect(blocks.committedBlocks?.map((block) => block.size)).toEqual([
         8 * MiB,
@@ -135,11 +145,7 @@ describe("uploading a file while it downloads into the cache", () => {
     try {
       const stored = await store.uploadWhileCaching("items/b/metadata.xml", file, "application/xml");
       expect(stored.sha256).toBe(sha256(data));
-      const blob = container.getBlockBlobClient(store.blobName("items/b/metadata.xml"));
-      expect((await blob.downloadToBuffer()).equals(data)).toBe(true);
-      const properties = await blob.getProperties();
-      expect(properties.contentType).toBe("application/xml");
-      expect(properties.metadata).toEqual({ sha256: sha256(data) });
+      await expectLanded(store.blobName("items/b/metadata.xml"), data, "application/xml");
     } finally {
       await file.discard();
     }
@@ -277,14 +283,12 @@ describe("exporting a large file item", () => {
       expect(sim.stats.byRoute()["storage/blob"]).toBe(2);
       const data = result.files.find((file) => file.kind === "data")!;
       expect(data).toMatchObject({ size: expected.length, sha256: sha256(expected) });
-      const blob = container.getBlockBlobClient(
+      const { properties } = await expectLanded(
         store.blobName(`${itemVersionPrefix(item.id, result.version!)}${data.path}`),
+        expected,
+        data.contentType,
       );
-      expect((await blob.downloadToBuffer()).equals(expected)).toBe(true);
-      const properties = await blob.getProperties();
-      expect(properties.contentType).toBe(data.contentType);
       expect(properties.contentType).not.toBe("");
-      expect(properties.metadata).toEqual({ sha256: sha256(expected) });
       await cache.expectGivenBack();
     } finally {
       sim.setFaults([]);
