@@ -1,3 +1,4 @@
+import "../tools/require-node.js";
 import type { BenchResult, BenchSection } from "./types.js";
 
 /**

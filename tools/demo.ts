@@ -1,3 +1,4 @@
+import "./require-node.js";
 import { mkdtemp, readdir, rm } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";

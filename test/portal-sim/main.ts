@@ -1,4 +1,5 @@
 /** `npm run portal-sim`: one simulated org on PORTAL_SIM_PORT (default 7090) until Ctrl-C. */
+import "../../tools/require-node.js";
 import { startPortalSim } from "./index.js";
 import type { SimSize } from "./shape.js";
 

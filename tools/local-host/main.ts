@@ -1,3 +1,4 @@
+import "../require-node.js";
 import { copyFileSync, existsSync, mkdirSync, readFileSync } from "node:fs";
 import { createServer } from "node:net";
 import path from "node:path";
