@@ -9,12 +9,22 @@ if (!["empty", "tiny", "small", "large"].includes(size)) {
   process.exit(2);
 }
 const kind = process.env.PORTAL_SIM_KIND === "enterprise" ? "enterprise" : "online";
+// ArcGIS Online answers a client in Azure in tens of milliseconds, not 0: this adds that delay to
+// every answer, so a local run shows how concurrency and pacing behave against a real portal.
+const latencyMs = Number(process.env.PORTAL_SIM_LATENCY_MS ?? 0);
+if (!Number.isFinite(latencyMs) || latencyMs < 0 || latencyMs > 60_000) {
+  process.stderr.write(
+    `PORTAL_SIM_LATENCY_MS must be a number of milliseconds from 0 to 60000, not ${process.env.PORTAL_SIM_LATENCY_MS}\n`,
+  );
+  process.exit(2);
+}
 const sim = await startPortalSim({
   size,
   kind,
   port: Number(process.env.PORTAL_SIM_PORT ?? 7090),
   seed: Number(process.env.PORTAL_SIM_SEED ?? 1),
   requestUnitsPerMinute: Number(process.env.PORTAL_SIM_RU_PER_MIN ?? 10_000),
+  latencyMs,
 });
 process.stdout.write(
   [
@@ -22,7 +32,7 @@ process.stdout.write(
     `admin: ${sim.admin.username} ${sim.admin.password}`,
     `oauth: ${sim.oauthApp.clientId} ${sim.oauthApp.clientSecret}`,
     `sharing: ${sim.sharingUrl}`,
-    `org: ${sim.orgId} (${kind}, ${size}, ${sim.model.itemCount()} items, ${sim.model.users.length} users)`,
+    `org: ${sim.orgId} (${kind}, ${size}, ${sim.model.itemCount()} items, ${sim.model.users.length} users, ${latencyMs} ms latency)`,
     "",
   ].join("\n"),
 );

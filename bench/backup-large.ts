@@ -1,0 +1,171 @@
+import { execFileSync } from "node:child_process";
+import { mkdtemp, rm } from "node:fs/promises";
+import os from "node:os";
+import path from "node:path";
+import { BlobServiceClient } from "@azure/storage-blob";
+import { BackupStore } from "../src/core/backup/backup-store.js";
+import { readManifest } from "../src/core/backup/manifest.js";
+import { ITEM_KINDS, type PortalSim, startPortalSim } from "../test/portal-sim/index.js";
+import { type RunningAzurite, startAzurite } from "../tools/azurite.js";
+import {
+  type BenchApp,
+  cpuOf,
+  cpuSpent,
+  durableStateRows,
+  peakRssMb,
+  REPO,
+  registerIdentity,
+  startApp,
+  timedBackup,
+} from "./backup-support.js";
+import type { BenchResult, BenchSection } from "./types.js";
+
+/**
+ * `npm run bench -- backup-large`: the `large` simulated org (100,000 items, a 1,000,000-feature
+ * layer, a 2 GiB file, ~15 GB in all) backed up through the built app on the local host, then
+ * backed up again unchanged. Azurite keeps its data on disk (the org does not fit in memory).
+ * A 2,010-item org is backed up first by the same app, so that the app's CPU per item at 100,000
+ * items is compared with a small run measured in the same run: what grows with the org size
+ * where it should not shows there. Run by hand: it takes about an hour on 2 cores.
+ * `--quick` runs a tenth of the org (10,000 items, a 100,000-feature layer).
+ */
+const LATENCY_MS = 20;
+
+export const benchBackupLarge: BenchSection = async ({ quick }): Promise<BenchResult> => {
+  execFileSync("npm", ["run", "build", "--silent"], { cwd: REPO, stdio: "inherit" });
+  const workDir = await mkdtemp(path.join(os.tmpdir(), "bench-backup-large-"));
+  const azurite = await startAzurite({ location: path.join(workDir, "azurite") });
+  const app = await startApp(azurite, workDir);
+  const metrics: BenchResult["metrics"] = {};
+  const ratios: BenchResult["ratios"] = [];
+  const small = await startPortalSim({
+    size: "tiny",
+    seed: 5,
+    latencyMs: LATENCY_MS,
+    overrides: { items: Object.fromEntries(ITEM_KINDS.map((k) => [k, 134])), publishers: 6, viewers: 4 },
+  });
+  try {
+    const smallRun = await backupAndMeasure(app, azurite, small, "bench-small");
+    metrics.smallItems = smallRun.items;
+    metrics.smallAppCpuMsPerItem = smallRun.appCpuMsPerItem.toFixed(1);
+    await small.close();
+
+    const large = await startPortalSim({
+      size: "large",
+      seed: 1,
+      latencyMs: LATENCY_MS,
+      ...(quick ? { overrides: tenthOfLarge() } : {}),
+    });
+    try {
+      const full = await backupAndMeasure(app, azurite, large, "bench-large");
+      Object.assign(metrics, {
+        items: full.items,
+        status: full.status,
+        wallSeconds: full.seconds.toFixed(0),
+        itemsPerSecond: (full.items / full.seconds).toFixed(1),
+        exported: full.exported,
+        failed: full.failed,
+        portalRequests: full.requests,
+        appCpuMsPerItem: full.appCpuMsPerItem.toFixed(1),
+        cpuMsPerItem: full.cpuMsPerItem.map((ms) => ms.toFixed(1)).join(" / "),
+        manifestItems: full.manifestItems,
+      });
+      const durable = await durableStateRows(azurite);
+      metrics.durableInstances = durable.instances;
+      metrics.durableHistoryRows = durable.historyRows;
+
+      large.stats.reset();
+      const again = await timedBackup(app.host.baseUrl, full.identityId);
+      metrics.unchangedWallSeconds = again.seconds.toFixed(1);
+      metrics.unchangedPortalRequests = large.stats.count();
+      metrics.unchangedItems = String(again.run.itemsUnchanged);
+      metrics.appPeakRssMb = (await peakRssMb(app.host.child.pid)).toFixed(0);
+
+      ratios.push(
+        { name: "manifest items / org items", value: full.manifestItems / full.items, target: 1 },
+        {
+          name: "app CPU per item, large / 2,010-item run",
+          value: full.appCpuMsPerItem / smallRun.appCpuMsPerItem,
+          target: 1.2,
+          higherIsBetter: false,
+        },
+        {
+          name: "app peak RSS (MB) vs 300 MB",
+          value: Number(metrics.appPeakRssMb) / 300,
+          target: 1,
+          higherIsBetter: false,
+        },
+        {
+          name: "unchanged run speed-up (full / unchanged time)",
+          value: full.seconds / again.seconds,
+          target: 10,
+        },
+      );
+    } finally {
+      await large.close();
+    }
+  } finally {
+    await small.close();
+    app.host.child.kill("SIGTERM");
+    await azurite.stop();
+    await rm(workDir, { recursive: true, force: true });
+  }
+  return { name: "backup-large", metrics, ratios };
+};
+
+/** A full backup of one simulated org, its CPU per item per process and its manifest's size. */
+async function backupAndMeasure(app: BenchApp, azurite: RunningAzurite, sim: PortalSim, container: string) {
+  const items = sim.model.itemCount();
+  const identityId = await registerIdentity(app.host.baseUrl, sim, azurite, container);
+  sim.stats.reset();
+  const cpuBefore = await cpuOf(app.host, azurite);
+  let lastLine = 0;
+  const full = await timedBackup(app.host.baseUrl, identityId, {}, (status) => {
+    // A line a minute, so an hour-long run shows it is alive.
+    if (performance.now() - lastLine < 60_000) return;
+    lastLine = performance.now();
+    process.stdout.write(
+      `  ${new Date().toISOString()} ${JSON.stringify(status.progress ?? status.status)}\n`,
+    );
+  });
+  const cpuMsPerItem = cpuSpent(cpuBefore, await cpuOf(app.host, azurite)).map((s) => (s * 1000) / items);
+  const store = new BackupStore(
+    BlobServiceClient.fromConnectionString(azurite.connectionString).getContainerClient(container),
+    identityId,
+  );
+  const manifest = await readManifest(store, String(full.run.runId));
+  return {
+    identityId,
+    items,
+    seconds: full.seconds,
+    status: String(full.run.status),
+    exported: Number(full.run.itemsExported),
+    failed: Number(full.run.itemsFailed),
+    requests: sim.stats.count(),
+    cpuMsPerItem,
+    appCpuMsPerItem: cpuMsPerItem[0] ?? Number.NaN,
+    manifestItems: manifest?.items.length ?? 0,
+  };
+}
+
+/** The large org's mix at a tenth of its counts, for a smoke run of this bench. */
+function tenthOfLarge() {
+  const counts: Record<string, number> = {
+    webMap: 1_500,
+    webApp: 600,
+    dashboard: 300,
+    storyMap: 400,
+    featureService: 1_200,
+    view: 300,
+    mapService: 200,
+    vectorTile: 100,
+    pdf: 1_500,
+    csv: 1_200,
+    shapefile: 800,
+    fgdb: 500,
+    image: 1_000,
+    code: 100,
+    form: 300,
+  };
+  return { items: counts, bigLayerFeatures: 100_000, bigFileBytes: 200 * 1024 ** 2 };
+}
