@@ -17,6 +17,7 @@ import {
   registerIdentity,
   startApp,
   timedBackup,
+  UNPACED_BUDGET,
 } from "./backup-support.js";
 import type { BenchResult, BenchSection } from "./types.js";
 
@@ -42,6 +43,7 @@ export const benchBackupLarge: BenchSection = async ({ quick }): Promise<BenchRe
     size: "tiny",
     seed: 5,
     latencyMs: LATENCY_MS,
+    requestUnitsPerMinute: UNPACED_BUDGET,
     overrides: { items: Object.fromEntries(ITEM_KINDS.map((k) => [k, 134])), publishers: 6, viewers: 4 },
   });
   try {
@@ -54,6 +56,7 @@ export const benchBackupLarge: BenchSection = async ({ quick }): Promise<BenchRe
       size: "large",
       seed: 1,
       latencyMs: LATENCY_MS,
+      requestUnitsPerMinute: UNPACED_BUDGET,
       ...(quick ? { overrides: tenthOfLarge() } : {}),
     });
     try {

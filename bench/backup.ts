@@ -19,6 +19,7 @@ import {
   registerIdentity,
   startApp,
   timedBackup,
+  UNPACED_BUDGET,
 } from "./backup-support.js";
 import type { BenchResult, BenchSection } from "./types.js";
 
@@ -83,6 +84,7 @@ async function measureFullBackup(
     size: "tiny",
     seed: 5,
     latencyMs,
+    requestUnitsPerMinute: UNPACED_BUDGET,
     overrides: { items: Object.fromEntries(ITEM_KINDS.map((k) => [k, perKind])), publishers: 6, viewers: 4 },
   });
   const ratios: BenchResult["ratios"] = [];
