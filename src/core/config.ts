@@ -77,7 +77,8 @@ export const SETTINGS: readonly SettingSpec[] = [
   },
   {
     name: "CACHE_ROOT",
-    description: "Default parent folder of identities' local cache folders.",
+    description:
+      "The folder every identity's cache folder must stay inside (after .. and symlinks are resolved); a relative cacheDirectory is taken relative to it, and the default is <CACHE_ROOT>/<identity id>.",
     defaultValue: path.join(os.tmpdir(), "arcgis-org-backup-cache"),
     requiredInAzure: false,
   },

@@ -31,8 +31,21 @@ export class PayloadTooLargeError extends AppError {
 }
 
 export class NotFoundError extends AppError {
-  constructor(message: string) {
-    super(message, { code: "ERR_NOT_FOUND", status: 404 });
+  constructor(message: string, code = "ERR_NOT_FOUND") {
+    super(message, { code, status: 404 });
+  }
+}
+
+/** A path the app serves, asked with a method it does not take: 405 with the `Allow`ed ones. */
+export class MethodNotAllowedError extends AppError {
+  readonly allowed: string[];
+
+  constructor(method: string, path: string, allowed: string[]) {
+    super(`${method} is not allowed on ${path}; allowed: ${allowed.join(", ")}`, {
+      code: "ERR_METHOD_NOT_ALLOWED",
+      status: 405,
+    });
+    this.allowed = allowed;
   }
 }
 

@@ -1,13 +1,24 @@
-import type { OrchestrationHandler } from "durable-functions";
+import type { OrchestrationContext, OrchestrationHandler, Task } from "durable-functions";
 import * as df from "durable-functions";
-import {
-  type BackupRunner,
-  type BatchCounts,
-  type BatchInput,
-  emptyBatchCounts,
-  type InventoryOutcome,
+import { z } from "zod";
+import type {
+  BackupRunner,
+  BatchInput,
+  FinalizeInput,
+  InventoryOutcome,
 } from "../core/backup/backup-runner.js";
-import { BACKUP_ORCHESTRATOR, type BackupRunInput, CANCEL_EVENT } from "../core/backup/backup-service.js";
+import { BACKUP_ORCHESTRATOR, type BackupRunInput } from "../core/backup/backup-service.js";
+import { RUN_ID_PATTERN } from "../core/backup/layout.js";
+import {
+  addBatchCounts,
+  type BatchCounts,
+  type BatchOutcome,
+  emptyBatchCounts,
+  itemsPerSecond,
+  type RunProgress,
+} from "../core/backup/progress.js";
+import { backupFilterSchema } from "../core/backup/runs.js";
+import { errorMessage } from "../core/errors.js";
 import { getServices } from "../core/services.js";
 import { retryPolicy, window } from "./shared/orchestration.js";
 
@@ -18,6 +29,7 @@ export const INVENTORY_ACTIVITY = "backupInventory";
 export const EXPORT_BATCH_ACTIVITY = "backupExportBatch";
 export const FAIL_BATCH_ACTIVITY = "backupFailBatch";
 export const FINALIZE_ACTIVITY = "backupFinalize";
+export const RECORD_FAILURE_ACTIVITY = "backupRecordFailure";
 export const CHUNK_ORCHESTRATOR = "backupChunkOrchestrator";
 
 const CHUNKS_IN_FLIGHT = 3;
@@ -25,34 +37,39 @@ const BATCHES_IN_FLIGHT = 16;
 
 const retry = () => retryPolicy(5_000, 60_000);
 
+const runInputSchema = z.object({
+  runId: z.string().regex(RUN_ID_PATTERN),
+  identityId: z.string().min(1),
+  filter: backupFilterSchema.optional(),
+});
+
 interface ChunkInput extends BackupRunInput {
   chunkIndex: number;
   items: number;
   batchSize: number;
 }
 
-interface Progress extends BatchCounts {
-  phase: "inventory" | "export" | "manifest";
-  itemsTotal: number;
-  itemsDone: number;
-  chunksDone: number;
-  chunksTotal: number;
-  itemsPerSecond: number;
-  startedAt: string;
-  cancelRequested: boolean;
-  /** Chunks in flight; their own custom status carries the counts they have so far. */
-  runningChunks: string[];
-}
-
-function addCounts(into: BatchCounts, counts: BatchCounts): void {
-  for (const key of Object.keys(counts) as Array<keyof BatchCounts>) into[key] += counts[key];
-}
+const chunkInstanceId = (runId: string, chunkIndex: number) => `${runId}-chunk-${chunkIndex}`;
 
 const backupOrchestrator: OrchestrationHandler = function* (context) {
-  const input = context.df.getInput() as BackupRunInput;
-  const started = context.df.currentUtcDateTime;
-  const cancel = context.df.waitForExternalEvent(CANCEL_EVENT);
-  const progress: Progress = {
+  const parsed = runInputSchema.safeParse(context.df.getInput());
+  if (!parsed.success) throw new Error(`${BACKUP_ORCHESTRATOR}: invalid input: ${parsed.error.message}`);
+  const input = parsed.data;
+  try {
+    return yield* runBackup(context, input);
+  } catch (error) {
+    // Whatever ended the run early (its finalize failed past its retries, a fault here): its record
+    // ends failed with the reason, through the runs table alone.
+    return yield context.df.callActivityWithRetry(RECORD_FAILURE_ACTIVITY, retry(), {
+      runId: input.runId,
+      identityId: input.identityId,
+      error: { code: "ERR_RUN_FAILED", message: errorMessage(error) },
+    });
+  }
+};
+
+function* runBackup(context: OrchestrationContext, input: BackupRunInput): Generator<Task, unknown, unknown> {
+  const progress: RunProgress = {
     ...emptyBatchCounts(),
     phase: "inventory",
     itemsTotal: 0,
@@ -60,28 +77,29 @@ const backupOrchestrator: OrchestrationHandler = function* (context) {
     chunksDone: 0,
     chunksTotal: 0,
     itemsPerSecond: 0,
-    startedAt: started.toISOString(),
-    cancelRequested: false,
+    startedAt: context.df.currentUtcDateTime.toISOString(),
     runningChunks: [],
   };
   context.df.setCustomStatus(progress);
-
-  let outcome: InventoryOutcome;
-  try {
-    outcome = yield context.df.callActivityWithRetry(INVENTORY_ACTIVITY, retry(), input);
-  } catch (error) {
-    // Retries exhausted: the portal or the storage stayed unreachable.
-    outcome = { ok: false, error: { code: "ERR_INVENTORY", message: (error as Error).message } };
-  }
-  if (!outcome.ok) {
-    return yield context.df.callActivityWithRetry(FINALIZE_ACTIVITY, retry(), {
+  const finalize = (outcome: Omit<FinalizeInput, "runId" | "identityId">) =>
+    context.df.callActivityWithRetry(FINALIZE_ACTIVITY, retry(), {
       runId: input.runId,
       identityId: input.identityId,
-      outcome: "failed",
-      error: outcome.error,
-    });
+      ...outcome,
+    } satisfies FinalizeInput);
+
+  let inventory: InventoryOutcome;
+  try {
+    inventory = (yield context.df.callActivityWithRetry(
+      INVENTORY_ACTIVITY,
+      retry(),
+      input,
+    )) as InventoryOutcome;
+  } catch (error) {
+    // Retries exhausted: the portal or the storage stayed unreachable.
+    inventory = { ok: false, error: { code: "ERR_INVENTORY", message: errorMessage(error) } };
   }
-  const inventory = outcome;
+  if (!inventory.ok) return yield finalize({ outcome: "failed", error: inventory.error });
   progress.phase = "export";
   progress.itemsTotal = inventory.itemCount + inventory.unchangedCount;
   progress.unchanged = inventory.unchangedCount;
@@ -89,6 +107,29 @@ const backupOrchestrator: OrchestrationHandler = function* (context) {
   progress.chunksTotal = inventory.chunkCount;
   context.df.setCustomStatus(progress);
 
+  yield* exportChunks(context, input, inventory, progress);
+
+  progress.phase = "manifest";
+  context.df.setCustomStatus(progress);
+  const { requests, retries, throttled, requestUnits, budgetWaitMs } = progress;
+  return yield finalize({
+    outcome: "completed",
+    traffic: { requests, retries, throttled, requestUnits, budgetWaitMs },
+  });
+}
+
+/**
+ * The run's chunks, a few at a time. Once one reports the run stopped (cancelled), no more start
+ * and those in flight are waited for — their batches stop within seconds — so no work of the run
+ * goes on after its record has ended.
+ */
+function* exportChunks(
+  context: OrchestrationContext,
+  input: BackupRunInput,
+  inventory: Extract<InventoryOutcome, { ok: true }>,
+  progress: RunProgress,
+): Generator<Task, void, unknown> {
+  let stopped = false;
   yield* window(
     context,
     inventory.chunkCount,
@@ -100,48 +141,37 @@ const backupOrchestrator: OrchestrationHandler = function* (context) {
         items: Math.min(inventory.chunkSize, inventory.itemCount - chunkIndex * inventory.chunkSize),
         batchSize: inventory.batchSize,
       };
-      const instanceId = `${input.runId}-chunk-${chunkIndex}`;
+      const instanceId = chunkInstanceId(input.runId, chunkIndex);
       progress.runningChunks.push(instanceId);
       context.df.setCustomStatus(progress);
       return context.df.callSubOrchestrator(CHUNK_ORCHESTRATOR, chunk, instanceId);
     },
     (chunkIndex, task) => {
-      progress.runningChunks = progress.runningChunks.filter(
-        (id) => id !== `${input.runId}-chunk-${chunkIndex}`,
-      );
-      if (!task.isFaulted) addCounts(progress, task.result as BatchCounts);
+      const instanceId = chunkInstanceId(input.runId, chunkIndex);
+      progress.runningChunks = progress.runningChunks.filter((id) => id !== instanceId);
+      if (!task.isFaulted) {
+        const outcome = task.result as BatchOutcome;
+        addBatchCounts(progress, outcome);
+        stopped ||= outcome.stopped;
+      }
       progress.itemsDone = progress.exported + progress.unchanged + progress.failed;
       progress.chunksDone++;
-      const seconds = (context.df.currentUtcDateTime.getTime() - started.getTime()) / 1000;
-      progress.itemsPerSecond = seconds > 0 ? Math.round((progress.itemsDone / seconds) * 10) / 10 : 0;
+      progress.itemsPerSecond = itemsPerSecond(
+        progress.itemsDone,
+        progress.startedAt,
+        context.df.currentUtcDateTime,
+      );
       context.df.setCustomStatus(progress);
       return undefined;
     },
-    () => cancel.isCompleted,
-    cancel,
+    () => stopped,
   );
-
-  progress.cancelRequested = cancel.isCompleted;
-  progress.phase = "manifest";
-  context.df.setCustomStatus(progress);
-  return yield context.df.callActivityWithRetry(FINALIZE_ACTIVITY, retry(), {
-    runId: input.runId,
-    identityId: input.identityId,
-    outcome: cancel.isCompleted ? "cancelled" : "completed",
-    traffic: {
-      requests: progress.requests,
-      retries: progress.retries,
-      throttled: progress.throttled,
-      requestUnits: progress.requestUnits,
-      budgetWaitMs: progress.budgetWaitMs,
-    },
-  });
-};
+}
 
 const backupChunkOrchestrator: OrchestrationHandler = function* (context) {
   const input = context.df.getInput() as ChunkInput;
   const totals = emptyBatchCounts();
-  const add = (counts: BatchCounts) => addCounts(totals, counts);
+  let stopped = false;
   const batches = Math.ceil(input.items / input.batchSize);
   yield* window(
     context,
@@ -153,10 +183,13 @@ const backupChunkOrchestrator: OrchestrationHandler = function* (context) {
         identityId: input.identityId,
         chunkIndex: input.chunkIndex,
         batchIndex,
-      }),
+      } satisfies BatchInput),
     function* (batchIndex, task) {
       if (!task.isFaulted) {
-        add(task.result as BatchCounts);
+        const outcome = task.result as BatchOutcome;
+        addBatchCounts(totals, outcome);
+        // A cancelled run: no more batches start; those in flight stop on their own.
+        stopped ||= outcome.stopped;
         context.df.setCustomStatus(totals);
         return;
       }
@@ -168,12 +201,13 @@ const backupChunkOrchestrator: OrchestrationHandler = function* (context) {
         batchIndex,
         reason: String((task.result as Error | undefined)?.message ?? "the batch failed after its retries"),
       })) as BatchCounts;
-      add(failed);
+      addBatchCounts(totals, failed);
       context.df.setCustomStatus(totals);
     },
-    () => false,
+    () => stopped,
   );
-  return totals;
+  const outcome: BatchOutcome = { ...totals, stopped };
+  return outcome;
 };
 
 df.app.orchestration(BACKUP_ORCHESTRATOR, backupOrchestrator);
@@ -189,6 +223,9 @@ df.app.activity(FAIL_BATCH_ACTIVITY, {
   handler: async (input: BatchInput & { reason: string }) => (await getServices()).runner.failBatch(input),
 });
 df.app.activity(FINALIZE_ACTIVITY, {
-  handler: async (input: Parameters<BackupRunner["finalize"]>[0]) =>
-    (await getServices()).runner.finalize(input),
+  handler: async (input: FinalizeInput) => (await getServices()).runner.finalize(input),
+});
+df.app.activity(RECORD_FAILURE_ACTIVITY, {
+  handler: async (input: Parameters<BackupRunner["recordFailure"]>[0]) =>
+    (await getServices()).runner.recordFailure(input),
 });

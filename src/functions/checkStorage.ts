@@ -1,7 +1,7 @@
-import { app } from "@azure/functions";
 import { getServices } from "../core/services.js";
 import { checkStorage as runStorageCheck, storageCheckHttpStatus } from "../core/storage/storage-check.js";
 import { httpHandler, json, readJsonBody } from "./shared/http.js";
+import { httpEndpoint } from "./shared/routes.js";
 
 /** "Check Azure Credentials": writes and deletes a probe blob with the given credentials. */
 export const checkStorage = httpHandler(async (request) => {
@@ -14,7 +14,7 @@ export const checkStorage = httpHandler(async (request) => {
   return json(storageCheckHttpStatus(result), result);
 });
 
-app.http("checkStorage", {
+httpEndpoint("checkStorage", {
   route: "storage/check",
   methods: ["POST"],
   authLevel: "function",

@@ -1,8 +1,8 @@
-import { app } from "@azure/functions";
 import { NotFoundError } from "../core/errors.js";
 import { toView } from "../core/identities/identity.js";
 import { getServices } from "../core/services.js";
 import { httpHandler, json, readJsonBody } from "./shared/http.js";
+import { httpEndpoint } from "./shared/routes.js";
 
 // "Manage Identities": list, create, read, update (If-Match), delete.
 
@@ -46,31 +46,31 @@ export const deleteIdentity = httpHandler(async (request) => {
   return { status: 204 };
 });
 
-app.http("listIdentities", {
+httpEndpoint("listIdentities", {
   route: "identities",
   methods: ["GET"],
   authLevel: "function",
   handler: listIdentities,
 });
-app.http("createIdentity", {
+httpEndpoint("createIdentity", {
   route: "identities",
   methods: ["POST"],
   authLevel: "function",
   handler: createIdentity,
 });
-app.http("getIdentity", {
+httpEndpoint("getIdentity", {
   route: "identities/{id}",
   methods: ["GET"],
   authLevel: "function",
   handler: getIdentity,
 });
-app.http("updateIdentity", {
+httpEndpoint("updateIdentity", {
   route: "identities/{id}",
   methods: ["PATCH"],
   authLevel: "function",
   handler: updateIdentity,
 });
-app.http("deleteIdentity", {
+httpEndpoint("deleteIdentity", {
   route: "identities/{id}",
   methods: ["DELETE"],
   authLevel: "function",

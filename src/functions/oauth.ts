@@ -1,7 +1,7 @@
-import { app } from "@azure/functions";
 import { toView } from "../core/identities/identity.js";
 import { getServices } from "../core/services.js";
 import { baseUrlOf, httpHandler, json } from "./shared/http.js";
+import { httpEndpoint } from "./shared/routes.js";
 
 // The oauth2-user sign-in: start returns the portal's authorize URL; the portal sends the
 // admin's browser back to the callback, which stores the refresh token.
@@ -36,14 +36,14 @@ function escapeHtml(value: string): string {
   return value.replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
 }
 
-app.http("startOAuth", {
+httpEndpoint("startOAuth", {
   route: "identities/{id}/oauth/start",
   methods: ["POST"],
   authLevel: "function",
   handler: startOAuth,
 });
 // The portal redirects a browser here, which cannot carry a function key.
-app.http("oauthCallback", {
+httpEndpoint("oauthCallback", {
   route: "oauth/callback",
   methods: ["GET"],
   authLevel: "anonymous",

@@ -1,5 +1,6 @@
-import type { OrchestrationHandler } from "durable-functions";
+import type { OrchestrationContext, OrchestrationHandler, Task } from "durable-functions";
 import * as df from "durable-functions";
+import { errorMessage } from "../core/errors.js";
 import type { BatchCounts, BatchInput, PlanSummary, RestoreInput } from "../core/restore/restore-runner.js";
 import { RESTORE_ORCHESTRATOR, type RestoreRunInput } from "../core/restore/restore-service.js";
 import { getRestoreServices } from "../core/restore/restore-services.js";
@@ -14,6 +15,7 @@ export const BATCH_ACTIVITY = "restoreBatch";
 export const FAIL_BATCH_ACTIVITY = "restoreFailBatch";
 export const RELINK_ACTIVITY = "restoreRelink";
 export const FINALIZE_ACTIVITY = "restoreFinalize";
+export const RECORD_FAILURE_ACTIVITY = "restoreRecordFailure";
 
 /** Batches of one level in flight: bounded parallelism against the target org. */
 const BATCHES_IN_FLIGHT = 4;
@@ -46,6 +48,22 @@ function addCounts(progress: Progress, counts: BatchCounts): void {
 
 const restoreOrchestrator: OrchestrationHandler = function* (context) {
   const input = context.df.getInput() as RestoreRunInput;
+  try {
+    return yield* runRestore(context, input);
+  } catch (error) {
+    // Whatever ended the restore early (its report failed past its retries, a fault here): its
+    // record ends failed with the reason, through the runs table alone.
+    return yield context.df.callActivityWithRetry(RECORD_FAILURE_ACTIVITY, retry(), {
+      ...input,
+      error: { code: "ERR_RESTORE_FAILED", message: errorMessage(error) },
+    });
+  }
+};
+
+function* runRestore(
+  context: OrchestrationContext,
+  input: RestoreRunInput,
+): Generator<Task, unknown, unknown> {
   const progress: Progress = {
     phase: "plan",
     level: 0,
@@ -64,12 +82,12 @@ const restoreOrchestrator: OrchestrationHandler = function* (context) {
 
   let summary: PlanSummary;
   try {
-    summary = yield context.df.callActivityWithRetry(PLAN_ACTIVITY, retry(), input);
+    summary = (yield context.df.callActivityWithRetry(PLAN_ACTIVITY, retry(), input)) as PlanSummary;
   } catch (error) {
     return yield context.df.callActivityWithRetry(FINALIZE_ACTIVITY, retry(), {
       ...input,
       outcome: "failed",
-      error: { code: "ERR_PLAN", message: (error as Error).message },
+      error: { code: "ERR_PLAN", message: errorMessage(error) },
     });
   }
   progress.phase = "restore";
@@ -122,7 +140,7 @@ const restoreOrchestrator: OrchestrationHandler = function* (context) {
     ...input,
     outcome: "completed",
   });
-};
+}
 
 df.app.orchestration(RESTORE_ORCHESTRATOR, restoreOrchestrator);
 
@@ -138,6 +156,10 @@ df.app.activity(FAIL_BATCH_ACTIVITY, {
 });
 df.app.activity(RELINK_ACTIVITY, {
   handler: async (input: RestoreInput) => (await getRestoreServices()).runner.relink(input),
+});
+df.app.activity(RECORD_FAILURE_ACTIVITY, {
+  handler: async (input: RestoreInput & { error: { code: string; message: string } }) =>
+    (await getRestoreServices()).runner.recordFailure(input),
 });
 df.app.activity(FINALIZE_ACTIVITY, {
   handler: async (

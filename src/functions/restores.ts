@@ -1,7 +1,7 @@
-import { app } from "@azure/functions";
 import { getRestoreServices } from "../core/restore/restore-services.js";
 import { durableClientInput, orchestrationClient } from "./shared/durable.js";
 import { httpHandler, json, readJsonBody } from "./shared/http.js";
+import { httpEndpoint } from "./shared/routes.js";
 
 // Restores from a backup run: start (or plan: dryRun), list an identity's, follow one (report at the end).
 
@@ -18,9 +18,9 @@ export const startRestore = httpHandler(async (request, context) => {
   );
 });
 
-export const listRestores = httpHandler(async (request) => {
+export const listRestores = httpHandler(async (request, context) => {
   const { restores } = await getRestoreServices();
-  return json(200, { restores: await restores.list(request.params.id ?? "") });
+  return json(200, { restores: await restores.list(request.params.id ?? "", orchestrationClient(context)) });
 });
 
 export const getRestore = httpHandler(async (request, context) => {
@@ -28,20 +28,21 @@ export const getRestore = httpHandler(async (request, context) => {
   return json(200, await restores.get(request.params.restoreId ?? "", orchestrationClient(context)));
 });
 
-app.http("startRestore", {
+httpEndpoint("startRestore", {
   route: "identities/{id}/restores",
   methods: ["POST"],
   authLevel: "function",
   extraInputs: [durableClientInput],
   handler: startRestore,
 });
-app.http("listRestores", {
+httpEndpoint("listRestores", {
   route: "identities/{id}/restores",
   methods: ["GET"],
   authLevel: "function",
+  extraInputs: [durableClientInput],
   handler: listRestores,
 });
-app.http("getRestore", {
+httpEndpoint("getRestore", {
   route: "restores/{restoreId}",
   methods: ["GET"],
   authLevel: "function",

@@ -1,7 +1,7 @@
-import { app } from "@azure/functions";
 import { verifyPortalAccess } from "../core/identities/verify.js";
 import { getServices } from "../core/services.js";
 import { httpHandler, json } from "./shared/http.js";
+import { httpEndpoint } from "./shared/routes.js";
 
 /** "Save and Verify": sign in to the portal, read the org and the user, record the outcome. */
 export const verifyIdentity = httpHandler(async (request) => {
@@ -27,7 +27,7 @@ export const verifyIdentity = httpHandler(async (request) => {
   return json(200, result);
 });
 
-app.http("verifyIdentity", {
+httpEndpoint("verifyIdentity", {
   route: "identities/{id}/verify",
   methods: ["POST"],
   authLevel: "function",

@@ -1,7 +1,7 @@
 import { createServer, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
 import { afterAll, beforeAll, beforeEach, describe, expect, test } from "vitest";
-import { PortalClient } from "../../src/core/arcgis/portal-client.js";
+import { PortalClient, type RequestPacer } from "../../src/core/arcgis/portal-client.js";
 import {
   PortalAuthError,
   PortalNotFoundError,
@@ -158,6 +158,36 @@ describe("the portal client", () => {
     const all = await Promise.all(Array.from({ length: 10 }, () => tokens.getToken()));
     expect(new Set(all).size).toBe(1);
     expect(sim.stats.count("sharing/generateToken")).toBe(1);
+  });
+
+  test("a stopped client aborts its download in flight, retries nothing, and its pacer sees each request end", async () => {
+    const seen = { released: 0, answered: 0 };
+    const pacerStopping = (stop?: AbortController): RequestPacer => ({
+      async beforeRequest() {
+        seen.released++;
+        stop?.abort(new Error("cancelled while waiting for budget"));
+      },
+      afterResponse() {
+        seen.answered++;
+      },
+    });
+    const stop = new AbortController();
+    const client = signedIn({ pacer: pacerStopping(), signal: stop.signal });
+    const file = [...sim.model.items()].find((i) => i.type === "PDF")!;
+    // The file's bytes would take a minute to arrive.
+    sim.setFaults([{ match: "storage/**", action: "trickle", latencyMs: 60_000 }]);
+    const stream = await client.openStream(`content/items/${file.id}/data`);
+    const reading = readAll(stream!.body);
+    stop.abort(new Error("the run was cancelled"));
+    await expect(reading).rejects.toThrow();
+    await expect(client.json("portals/self")).rejects.toThrow("the run was cancelled");
+
+    // Stopped while the pacer held it back, a request still goes out (and fails at once), so the
+    // pacer sees it end and keeps no budget reserved for it.
+    const late = new AbortController();
+    const waiting = signedIn({ pacer: pacerStopping(late), signal: late.signal });
+    await expect(waiting.json("portals/self")).rejects.toThrow("cancelled while waiting for budget");
+    expect(seen.answered).toBe(seen.released);
   });
 });
 

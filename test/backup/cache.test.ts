@@ -1,4 +1,4 @@
-import { mkdtemp, readdir, writeFile } from "node:fs/promises";
+import { mkdir, mkdtemp, readdir, writeFile } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import { Readable } from "node:stream";
@@ -64,6 +64,23 @@ describe("the cache folder", () => {
     await expect(streamToCache(failing, dir, space)).rejects.toThrow("connection reset");
     expect(await readdir(dir)).toEqual([]);
     expect(space.usedBytes).toBe(0);
+  });
+
+  test("cleaning up touches only what the cache made: files of others in the folder stay", async () => {
+    const dir = await mkdtemp(path.join(os.tmpdir(), "cache-"));
+    const foreign = ["notes.txt", "old.part", ".write-probe-x", "sub"];
+    for (const name of foreign.slice(0, 3)) await writeFile(path.join(dir, name), "theirs");
+    await mkdir(path.join(dir, "sub"));
+    const space = new CacheSpace(1024 * 1024);
+    await assertCacheWritable(dir);
+    await (await streamToCache(Readable.from([Buffer.from("ours")]), dir, space)).discard();
+    const failing = new Readable({
+      read() {
+        this.destroy(new Error("connection reset"));
+      },
+    });
+    await expect(streamToCache(failing, dir, space)).rejects.toThrow("connection reset");
+    expect((await readdir(dir)).sort()).toEqual([...foreign].sort());
   });
 
   test("a folder that cannot be written is a clear error naming cacheDirectory", async () => {

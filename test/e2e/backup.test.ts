@@ -137,7 +137,8 @@ describe("a full backup through the local host", () => {
   });
 
   test("a cache folder that is not writable fails the run with a clear error", async () => {
-    const cacheDirectory = path.join(app.workDir, "doomed-cache");
+    // Inside CACHE_ROOT (the harness sets it to <workDir>/cache), as every cache folder must be.
+    const cacheDirectory = path.join(app.workDir, "cache", "doomed-cache");
     const created = await app.createIdentity({ extra: { cacheDirectory } });
     expect(created.status).toBe(201);
     // The folder is replaced by a file after the identity was saved.

@@ -1,14 +1,16 @@
-import { mkdtemp, stat, writeFile } from "node:fs/promises";
+import { mkdir, mkdtemp, realpath, stat, symlink, writeFile } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import { TableClient } from "@azure/data-tables";
 import { beforeEach, describe, expect, inject, test } from "vitest";
-import { ValidationError } from "../../src/core/errors.js";
+import { type AppError, ValidationError } from "../../src/core/errors.js";
 import { IdentityService } from "../../src/core/identities/identity-service.js";
 import { TableIdentityStore } from "../../src/core/identities/table-identity-store.js";
 import { createLogger, type LogProperties } from "../../src/core/log.js";
 import { FileSecretStore } from "../../src/core/secrets/file-secret-store.js";
 import type { SecretStore } from "../../src/core/secrets/secret-store.js";
+import { checkStorage } from "../../src/core/storage/storage-check.js";
+import { withDeadline } from "../../src/core/with-deadline.js";
 
 const validInput = (dir: string) => ({
   name: "Contoso GIS",
@@ -21,7 +23,7 @@ const validInput = (dir: string) => ({
     connectionString:
       "DefaultEndpointsProtocol=https;AccountName=acct;AccountKey=a2V5a2V5a2V5;EndpointSuffix=core.windows.net",
   },
-  cacheDirectory: path.join(dir, "cache"),
+  cacheDirectory: path.join(dir, "caches", "contoso"),
   schedule: { cron: "0 0 2 * * *", enabled: true },
 });
 
@@ -29,7 +31,7 @@ let tableName = "";
 let dir = "";
 let warnings: LogProperties[] = [];
 
-function serviceWith(secrets: SecretStore, table = tableName) {
+function serviceWith(secrets: SecretStore, table = tableName, cacheRoot = path.join(dir, "caches")) {
   const client = TableClient.fromConnectionString(inject("azurite").connectionString, table, {
     allowInsecureConnection: true,
   });
@@ -39,7 +41,7 @@ function serviceWith(secrets: SecretStore, table = tableName) {
       store: new TableIdentityStore(client),
       secrets,
       allowInsecureLoopback: false,
-      cacheRoot: path.join(dir, "caches"),
+      cacheRoot,
       log: createLogger((level, _message, properties) => {
         if (level === "warn") warnings.push(properties);
       }),
@@ -140,10 +142,15 @@ describe("identities", () => {
   test("an unwritable cache folder is refused", async () => {
     const { service } = serviceWith(new FileSecretStore(path.join(dir, "secrets.json")));
     // Tests run as root, so permissions cannot block us: a regular file in the path does.
-    await writeFile(path.join(dir, "a-file"), "");
+    await mkdir(path.join(dir, "caches"));
+    await writeFile(path.join(dir, "caches", "a-file"), "");
     await expect(
-      service.create({ ...validInput(dir), cacheDirectory: path.join(dir, "a-file", "cache") }),
-    ).rejects.toMatchObject({ status: 400, field: "cacheDirectory" });
+      service.create({ ...validInput(dir), cacheDirectory: path.join(dir, "caches", "a-file", "cache") }),
+    ).rejects.toMatchObject({
+      status: 400,
+      field: "cacheDirectory",
+      message: expect.stringContaining("ENOTDIR"),
+    });
   });
 
   test("a failed row write leaves no secret behind", async () => {
@@ -184,5 +191,108 @@ describe("identities", () => {
     expect(await secrets.list()).toEqual([]);
     await expect(service.get(created.id)).rejects.toMatchObject({ status: 404 });
     expect(warnings).toEqual([]);
+  });
+});
+
+describe("what a save is checked against", () => {
+  const fileSecrets = () => new FileSecretStore(path.join(dir, "secrets.json"));
+
+  test("a cache folder must stay inside CACHE_ROOT once .. and symlinks are resolved", async () => {
+    const { service } = serviceWith(fileSecrets());
+    const root = path.join(dir, "caches");
+    await mkdir(root);
+    await symlink("/etc", path.join(root, "etc-link"));
+    for (const cacheDirectory of [
+      "../../etc",
+      "/etc",
+      path.join(root, "..", "beside"),
+      "etc-link/sub",
+      ".",
+    ]) {
+      await expect(service.create({ ...validInput(dir), cacheDirectory })).rejects.toMatchObject({
+        status: 400,
+        field: "cacheDirectory",
+        message: expect.stringContaining("inside CACHE_ROOT"),
+      });
+    }
+    expect(await service.list()).toEqual([]);
+    // A relative folder is taken relative to CACHE_ROOT and stored as its real path.
+    const created = await service.create({ ...validInput(dir), cacheDirectory: "contoso/../fabrikam" });
+    expect(created.cacheDirectory).toBe(path.join(await realpath(root), "fabrikam"));
+    const byDefault = await service.create({ ...validInput(dir), cacheDirectory: undefined });
+    expect(byDefault.cacheDirectory).toBe(path.join(await realpath(root), byDefault.id));
+  });
+
+  test("a folder the OS will not create is refused at once, not after a hang", async () => {
+    // Node's recursive mkdir never settles on /proc/<x> (it retries ENOENT forever).
+    const { service } = serviceWith(fileSecrets(), tableName, "/proc");
+    const save = service.create({ ...validInput(dir), cacheDirectory: "/proc/nope" });
+    await expect(
+      withDeadline(save, 5_000, () => new Error("the save did not answer within 5 s")),
+    ).rejects.toMatchObject({
+      status: 400,
+      field: "cacheDirectory",
+      message: expect.stringContaining("ENOENT"),
+    });
+  });
+
+  test("a malformed storage connection string is refused as the storage check refuses it, unechoed", async () => {
+    const { service } = serviceWith(fileSecrets());
+    const storage = validInput(dir).storage;
+    for (const connectionString of [
+      "hello",
+      "AccountName=acct;AccountKey=not*base64-SECRETPART",
+      "AccountName=acct;AccountKey=SECRETPART=x",
+    ]) {
+      const check = await checkStorage({ ...storage, connectionString });
+      const error = await service
+        .create({ ...validInput(dir), storage: { ...storage, connectionString } })
+        .then(
+          () => undefined,
+          (e: AppError) => e,
+        );
+      expect(check).toMatchObject({ ok: false, error: { code: "ERR_STORAGE_CONNECTION_STRING" } });
+      expect(error).toMatchObject({
+        status: 400,
+        code: "ERR_STORAGE_CONNECTION_STRING",
+        field: "storage.connectionString",
+      });
+      expect(error?.message).not.toContain("SECRETPART");
+      expect(error?.message).not.toContain("hello");
+    }
+    const created = await service.create(validInput(dir));
+    await expect(
+      service.update(created.id, { storage: { ...storage, connectionString: "hello" } }, undefined),
+    ).rejects.toMatchObject({ status: 400, field: "storage.connectionString" });
+    expect((await service.secretsOf(created)).connectionString).toBe(storage.connectionString);
+  });
+
+  test("portal and storage URLs may not point to link-local or cloud metadata addresses", async () => {
+    const { service } = serviceWith(fileSecrets());
+    const input = validInput(dir);
+    const key = "a2V5a2V5a2V5";
+    for (const host of ["169.254.169.254", "[fe80::1]", "metadata.google.internal.", "[fd00:ec2::254]"]) {
+      await expect(service.create({ ...input, portalUrl: `https://${host}/` })).rejects.toMatchObject({
+        status: 400,
+        field: "portalUrl",
+      });
+      await expect(
+        service.create({
+          ...input,
+          storage: { ...input.storage, connectionString: undefined, accountUrl: `https://${host}` },
+        }),
+      ).rejects.toMatchObject({ status: 400, field: "storage.accountUrl" });
+      const connectionString = `AccountName=acct;AccountKey=${key};BlobEndpoint=https://${host}/acct`;
+      await expect(
+        service.create({ ...input, storage: { ...input.storage, connectionString } }),
+      ).rejects.toMatchObject({ status: 400, field: "storage.connectionString" });
+    }
+    // Enterprise portals on private networks stay possible.
+    const enterprise = await service.create({
+      ...input,
+      kind: "arcgis-enterprise",
+      portalUrl: "https://10.0.0.5/portal",
+    });
+    expect(enterprise.sharingUrl).toBe("https://10.0.0.5/portal/sharing/rest");
   });
 });

@@ -49,10 +49,11 @@ describe("routing", () => {
     expect((await fetch(url("/hello/Ada"))).status).toBe(404);
   });
 
-  test("constraints choose between routes; literals win", async () => {
+  test("constraints choose between routes, tried in function-name order as in Azure", async () => {
     expect(await (await fetch(url("/api/items/42"))).json()).toEqual({ kind: "int", id: 42, method: "GET" });
     expect(await (await fetch(url("/api/items/abc"))).json()).toEqual({ kind: "alpha", name: "abc" });
-    expect(await (await fetch(url("/api/items/special"))).json()).toEqual({ kind: "literal" });
+    // "itemByName" sorts before "itemsLiteral": its items/{name:alpha} takes the literal's path.
+    expect(await (await fetch(url("/api/items/special"))).json()).toEqual({ kind: "alpha", name: "special" });
     expect((await fetch(url("/api/items/a1"))).status).toBe(404);
     const guid = "0f8fad5b-d9cb-469f-a165-70867728950e";
     expect(await (await fetch(url(`/api/things/${guid}`))).json()).toEqual({ id: guid });
@@ -67,12 +68,29 @@ describe("routing", () => {
     expect(await (await fetch(url("/api/files"))).json()).toEqual({ path: null });
   });
 
-  test("methods: only the listed ones", async () => {
+  test("methods: only the listed ones; another method is a JSON 405 with Allow", async () => {
     expect((await fetch(url("/api/items/7"), { method: "PUT" })).status).toBe(200);
-    expect((await fetch(url("/api/items/7"), { method: "POST" })).status).toBe(404);
     expect(await (await fetch(url("/api/defaultRoute"), { method: "POST" })).text()).toBe("default POST");
-    expect((await fetch(url("/api/defaultRoute"), { method: "DELETE" })).status).toBe(404);
-    expect((await fetch(url("/api/nothing-here"))).status).toBe(404);
+    const wrong = await fetch(url("/api/items/7"), { method: "POST" });
+    expect(wrong.status).toBe(405);
+    expect(wrong.headers.get("allow")).toBe("GET, PUT, DELETE");
+    expect(wrong.headers.get("content-type")).toMatch(/^application\/json/);
+    expect(((await wrong.json()) as { error: unknown }).error).toEqual({
+      code: "ERR_METHOD_NOT_ALLOWED",
+      message: "POST is not allowed on /api/items/7; allowed: GET, PUT, DELETE",
+    });
+    const defaultMethods = await fetch(url("/api/defaultRoute"), { method: "DELETE" });
+    expect(defaultMethods.status).toBe(405);
+    expect(defaultMethods.headers.get("allow")).toBe("GET, POST");
+  });
+
+  test("unknown paths under the route prefix: a JSON 404", async () => {
+    const unknown = await fetch(url("/api/nothing-here"));
+    expect(unknown.status).toBe(404);
+    expect(await unknown.json()).toEqual({
+      error: { code: "ERR_NOT_FOUND", message: "No endpoint at GET /api/nothing-here" },
+    });
+    expect((await fetch(url("/api/items/a1"), { method: "DELETE" })).status).toBe(404);
   });
 });
 

@@ -1,9 +1,11 @@
 import { readFileSync } from "node:fs";
 import path from "node:path";
 import { describe, expect, test } from "vitest";
+import type { CapturedFunction } from "../../tools/local-host/core-api.js";
 import { splitText } from "../../tools/local-host/durable/store.js";
+import { buildRoutes } from "../../tools/local-host/http.js";
 import { expandBraces, globFiles, resolveMainEntryPoints } from "../../tools/local-host/loader.js";
-import { comparePrecedence, compileRoute, matchRoute, splitPath } from "../../tools/local-host/routes.js";
+import { compileRoute, matchRoute, splitPath } from "../../tools/local-host/routes.js";
 import { parseSchedule, resolveSetting } from "../../tools/local-host/schedule.js";
 import { LOCAL_HOST_NODE_FLAGS } from "../../tools/local-host/spawn.js";
 import { APP_ROOT } from "./helpers.js";
@@ -34,11 +36,22 @@ describe("route templates", () => {
     expect(() => compileRoute("n/{v:nonsense}")).toThrow(/Unsupported route constraint/);
   });
 
-  test("precedence: literal, constrained, plain, catch-all", () => {
-    const routes = ["x/{*all}", "x/{id}", "x/{id:int}", "x/literal"]
-      .map(compileRoute)
-      .sort(comparePrecedence);
-    expect(routes.map((r) => r.template)).toEqual(["x/literal", "x/{id:int}", "x/{id}", "x/{*all}"]);
+  test("routes are tried in function-name order, ignoring case, as Azure does", () => {
+    const httpFunction = (name: string, route: string) =>
+      ({
+        name,
+        bindings: {},
+        trigger: { type: "httpTrigger", name: "req", route },
+      }) as unknown as CapturedFunction;
+    const routes = buildRoutes([
+      httpFunction("zzCatchAll", "{*all}"),
+      httpFunction("literal", "x/literal"),
+      httpFunction("Byid", "x/{id}"),
+      httpFunction("z_last", "x/z"),
+      httpFunction("byInt", "x/{id:int}"),
+    ]);
+    // OrdinalIgnoreCase compares upper case: "_" (0x5F) sorts after every letter.
+    expect(routes.map((r) => r.fn.name)).toEqual(["Byid", "byInt", "literal", "zzCatchAll", "z_last"]);
   });
 });
 

@@ -4,6 +4,7 @@ import { BackupRunner } from "../../src/core/backup/backup-runner.js";
 import { createFeatureDataExporter } from "../../src/core/backup/feature-export.js";
 import { newRunId } from "../../src/core/backup/layout.js";
 import type { Manifest, ManifestItem } from "../../src/core/backup/manifest.js";
+import { newRunRecord } from "../../src/core/backup/runs.js";
 import { silentLogger } from "../../src/core/log.js";
 import type { RestoreReport } from "../../src/core/restore/model.js";
 import { getServices } from "../../src/core/services.js";
@@ -53,20 +54,9 @@ export async function backupWithFeatures(
     log: silentLogger,
   });
   const runId = newRunId("b");
-  await services.runs.create({
-    runId,
-    identityId: identity.id,
-    kind: "backup",
-    name: "restore test",
-    trigger: "manual",
-    status: "running",
-    startedAt: new Date().toISOString(),
-    itemsTotal: 0,
-    itemsExported: 0,
-    itemsUnchanged: 0,
-    itemsFailed: 0,
-    bytes: 0,
-  });
+  await services.runs.create(
+    newRunRecord({ runId, identityId: identity.id, name: "restore test", trigger: "manual" }),
+  );
   const inventory = await runner.inventory({ runId, identityId: identity.id });
   if (!inventory.ok) throw new Error(`inventory failed: ${inventory.error.message}`);
   for (let chunk = 0; chunk < inventory.chunkCount; chunk++) {

@@ -10,6 +10,7 @@ import {
   StorageSharedKeyCredential,
 } from "@azure/storage-blob";
 import { beforeAll, describe, expect, inject, test } from "vitest";
+import { BLOB_AGENTS } from "../../src/core/storage/blob-container.js";
 import {
   checkStorage,
   PROBE_PREFIX,
@@ -314,6 +315,46 @@ describe("checkStorage against Azurite", () => {
       "ERR_VALIDATION",
     );
     expect(withSas.field).toBe("accountUrl");
+  });
+
+  test("unknown fields, wrong types and metadata hosts → ERR_VALIDATION naming the field (400)", async () => {
+    const base = { type: "azure-blob", container: "backups" };
+    const keyString = (endpoint: string) =>
+      `AccountName=${DEV_ACCOUNT_NAME};AccountKey=${DEV_ACCOUNT_KEY};BlobEndpoint=${endpoint}`;
+    const cases: Array<[Record<string, unknown>, string, string]> = [
+      [{ ...base, connectionString, extra: 1 }, "extra", "extra is not a known field"],
+      [
+        { ...base, connectionString, createIfMissing: "yes" },
+        "createIfMissing",
+        "expected a boolean, got a string",
+      ],
+      [{ ...base, connectionString: 42 }, "connectionString", "expected a string, got a number"],
+      [{ ...base, accountUrl: "https://169.254.169.254" }, "accountUrl", "metadata"],
+      [{ ...base, accountUrl: "https://metadata.google.internal." }, "accountUrl", "metadata"],
+      [{ ...base, connectionString: keyString("https://[fe80::1]/acct") }, "connectionString", "link-local"],
+      [
+        { ...base, connectionString: keyString("http://[::ffff:169.254.169.254]/a") },
+        "connectionString",
+        "link-local",
+      ],
+    ];
+    for (const [input, field, text] of cases) {
+      const result = await check(input);
+      const error = expectFailure(result, "ERR_VALIDATION");
+      expect(error).toMatchObject({ field, message: expect.stringContaining(text) });
+      expect(storageCheckHttpStatus(result)).toBe(400);
+    }
+  });
+
+  test("traffic goes through the guarded agents (no link-local or metadata address, even after DNS)", async () => {
+    const result = await check({
+      type: "azure-blob",
+      container: await existingContainer(),
+      connectionString,
+    });
+    expect(result.ok).toBe(true);
+    const azurite = new URL(blobEndpoint);
+    expect(Object.keys(BLOB_AGENTS["http:"].freeSockets)).toContain(`${azurite.hostname}:${azurite.port}:`);
   });
 
   test("accountUrl with a token credential on an unreachable host → ERR_STORAGE_UNREACHABLE", async () => {

@@ -7,7 +7,7 @@ import type { Cookie, HttpResponseInit } from "@azure/functions";
 import type { CapturedFunction } from "./core-api.js";
 import { DURABLE_PREFIX, type DurableApi } from "./durable/api.js";
 import type { Invoker } from "./invoke.js";
-import { type CompiledRoute, comparePrecedence, compileRoute, matchRoute, splitPath } from "./routes.js";
+import { type CompiledRoute, compileRoute, matchRoute, splitPath } from "./routes.js";
 
 export interface HttpRoute {
   fn: CapturedFunction;
@@ -26,7 +26,35 @@ export function buildRoutes(functions: Iterable<CapturedFunction>): HttpRoute[] 
       : undefined;
     routes.push({ fn, route: compileRoute(template), methods });
   }
-  return routes.sort((a, b) => comparePrecedence(a.route, b.route));
+  return routes.sort((a, b) => compareFunctionNames(a.fn.name, b.fn.name));
+}
+
+/**
+ * The order Azure tries routes in: by function name, ignoring case (the host sorts its function
+ * metadata with `StringComparer.OrdinalIgnoreCase`), not by how specific a template is. The first
+ * route whose template and methods match wins, so a literal route whose function name sorts after
+ * a parameter route that matches the same path is never reached — locally as in Azure.
+ */
+export function compareFunctionNames(a: string, b: string): number {
+  const x = a.toUpperCase();
+  const y = b.toUpperCase();
+  return x < y ? -1 : x > y ? 1 : 0;
+}
+
+export type RouteLookup =
+  | { route: HttpRoute; params: Record<string, string> }
+  | { route: undefined; allowed: string[] };
+
+/** The first route that takes the path and method; else the methods other routes take on the path. */
+export function findRoute(routes: HttpRoute[], path: string[], method: string): RouteLookup {
+  const allowed = new Set<string>();
+  for (const route of routes) {
+    const params = matchRoute(route.route, path);
+    if (!params) continue;
+    if (!route.methods || route.methods.includes(method)) return { route, params };
+    for (const m of route.methods) allowed.add(m);
+  }
+  return { route: undefined, allowed: [...allowed] };
 }
 
 export function routeUrl(prefix: string, template: string): string {
@@ -82,6 +110,20 @@ function sendJson(
   res.end(JSON.stringify(body));
 }
 
+/**
+ * A JSON 404, or a 405 with `Allow` when routes take the path with other methods. (Azure's host
+ * answers both with an empty 404; an app that wants JSON there registers a catch-all route.)
+ */
+function sendNoRoute(res: ServerResponse, method: string, pathname: string, allowed: string[]): void {
+  if (allowed.length === 0) {
+    const message = `No endpoint at ${method} ${pathname}`;
+    sendJson(res, 404, { error: { code: "ERR_NOT_FOUND", message } });
+    return;
+  }
+  const message = `${method} is not allowed on ${pathname}; allowed: ${allowed.join(", ")}`;
+  sendJson(res, 405, { error: { code: "ERR_METHOD_NOT_ALLOWED", message } }, { Allow: allowed.join(", ") });
+}
+
 export function createRequestHandler(options: HttpHandlerOptions) {
   const { routePrefix, routes, invoker, durable, log } = options;
   const prefixSegments = splitPath(routePrefix);
@@ -114,18 +156,20 @@ export function createRequestHandler(options: HttpHandlerOptions) {
       }
       const segments = splitPath(url.pathname);
       const prefixMatches = prefixSegments.every((p, i) => segments[i]?.toLowerCase() === p.toLowerCase());
-      if (prefixMatches) {
-        const rest = segments.slice(prefixSegments.length);
-        for (const route of routes) {
-          if (route.methods && !route.methods.includes(method)) continue;
-          const params = matchRoute(route.route, rest);
-          if (!params) continue;
-          await invokeHttp(route.fn, params, req, res, url, options);
-          log(`${method} ${url.pathname} -> ${route.fn.name} ${res.statusCode} (${Date.now() - started} ms)`);
-          return;
-        }
+      if (!prefixMatches) {
+        sendJson(res, 404);
+        return;
       }
-      sendJson(res, 404);
+      const found = findRoute(routes, segments.slice(prefixSegments.length), method);
+      if (found.route) {
+        await invokeHttp(found.route.fn, found.params, req, res, url, options);
+        log(
+          `${method} ${url.pathname} -> ${found.route.fn.name} ${res.statusCode} (${Date.now() - started} ms)`,
+        );
+        return;
+      }
+      sendNoRoute(res, method, url.pathname, found.allowed);
+      log(`${method} ${url.pathname} -> ${res.statusCode} (no function)`);
     } catch (error) {
       log(`${method} ${url.pathname} failed: ${(error as Error).stack ?? error}`);
       if (!res.headersSent) sendJson(res, 500);

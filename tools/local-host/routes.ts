@@ -29,8 +29,6 @@ type Constraint = { name: string; test: (value: string) => boolean };
 export interface CompiledRoute {
   template: string;
   segments: Segment[];
-  /** Lower sorts first: literals before constrained parameters before parameters before catch-alls. */
-  precedence: number[];
 }
 
 const GUID = /^[{(]?[0-9a-f]{8}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{12}[)}]?$/i;
@@ -157,7 +155,6 @@ export function compileRoute(template: string): CompiledRoute {
   const trimmed = template.replace(/^[~/]+/, "").replace(/\/+$/, "");
   const rawSegments = trimmed === "" ? [] : trimmed.split("/");
   const segments: Segment[] = [];
-  const precedence: number[] = [];
   for (const raw of rawSegments) {
     const parts = parseSegment(raw);
     const params = parts.filter((p): p is ParamPart => p.kind === "param");
@@ -169,13 +166,8 @@ export function compileRoute(template: string): CompiledRoute {
       else source += "(.+?)";
     }
     segments.push({ parts, params, regex: new RegExp(`^${source}$`, "is") });
-    if (params.length === 0) precedence.push(1);
-    else if (single?.kind === "param" && single.catchAll) precedence.push(5);
-    else if (parts.length > 1) precedence.push(2);
-    else if (params[0]!.constraints.length > 0) precedence.push(3);
-    else precedence.push(4);
   }
-  return { template, segments, precedence };
+  return { template, segments };
 }
 
 /** Returns the route parameters when the path (segments below the route prefix) matches. */
@@ -221,16 +213,6 @@ export function matchRoute(route: CompiledRoute, pathSegments: string[]): Record
   }
   if (index < pathSegments.length) return undefined;
   return params;
-}
-
-export function comparePrecedence(a: CompiledRoute, b: CompiledRoute): number {
-  const length = Math.max(a.precedence.length, b.precedence.length);
-  for (let i = 0; i < length; i++) {
-    const x = a.precedence[i] ?? 0;
-    const y = b.precedence[i] ?? 0;
-    if (x !== y) return x - y;
-  }
-  return a.template.localeCompare(b.template);
 }
 
 /** Splits a URL pathname into decoded segments (keeping empty trailing segments out). */

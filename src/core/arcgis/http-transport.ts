@@ -1,7 +1,8 @@
-import { Agent as HttpAgent, request as httpRequest, type IncomingHttpHeaders } from "node:http";
-import { Agent as HttpsAgent, request as httpsRequest } from "node:https";
+import { request as httpRequest, type IncomingHttpHeaders } from "node:http";
+import { request as httpsRequest } from "node:https";
 import { Readable } from "node:stream";
 import type { ReadableStream as WebReadableStream } from "node:stream/web";
+import { GuardedHttpAgent, GuardedHttpsAgent } from "../net/guarded-agents.js";
 
 /** Response headers by name, case-insensitive (what `Headers#get` offers). */
 export interface HeaderLookup {
@@ -30,10 +31,11 @@ export type HttpTransport = (url: string, exchange: HttpExchange) => Promise<Htt
  * Connections are kept and reused: most of a backup is many small requests to one host. An idle
  * connection is closed after 15 s, or a second before the server's announced keep-alive timeout,
  * so a request rarely meets a connection the server has just closed (a reset, retried as such).
+ * The agents refuse link-local and metadata addresses, also after DNS and on every redirect.
  */
 const AGENT_OPTIONS = { keepAlive: true, scheduling: "lifo", timeout: 15_000 } as const;
-const httpAgent = new HttpAgent(AGENT_OPTIONS);
-const httpsAgent = new HttpsAgent(AGENT_OPTIONS);
+const httpAgent = new GuardedHttpAgent(AGENT_OPTIONS);
+const httpsAgent = new GuardedHttpsAgent(AGENT_OPTIONS);
 
 /**
  * node:http(s) with keep-alive. Chosen over fetch for its cost: a download arrives as Buffers

@@ -1,6 +1,7 @@
 import { Readable, Transform } from "node:stream";
 import { setTimeout as sleep } from "node:timers/promises";
 import { encodeFormData, encodeQueryString } from "@esri/arcgis-rest-request";
+import { AppError } from "../errors.js";
 import {
   fetchTransport,
   type HeaderLookup,
@@ -12,7 +13,6 @@ import {
   classifyPortalBody,
   isRetryablePortalError,
   PortalAuthError,
-  PortalError,
   PortalThrottledError,
   PortalTransientError,
   portalHttpError,
@@ -61,6 +61,11 @@ export interface PortalClientOptions {
   referer?: string;
   /** Another way to send requests (tests watch or bend traffic with one); node:http by default. */
   fetch?: typeof fetch;
+  /**
+   * Stops every request of the client (a cancelled run): one in flight, its body included, is
+   * aborted, and neither it nor a later one is retried — they throw the signal's reason.
+   */
+  signal?: AbortSignal;
 }
 
 export interface RequestOptions {
@@ -143,7 +148,7 @@ export class PortalClient {
    * The same client (sign-in, settings) with its own counters and optionally another pacer:
    * one per unit of work, so concurrent work in a process never mixes its statistics.
    */
-  fork(overrides: { pacer?: RequestPacer } = {}): PortalClient {
+  fork(overrides: { pacer?: RequestPacer; signal?: AbortSignal } = {}): PortalClient {
     return new PortalClient({ ...this.init, ...overrides });
   }
 
@@ -262,7 +267,11 @@ export class PortalClient {
   ): Promise<T> {
     // A token can expire between refresh and use under load; twice is enough, more is a loop.
     let tokenRefreshes = 0;
+    const stop = this.init.signal;
     for (let retry = 0; ; retry++) {
+      // Checked before the pacer only: once it has let a request go, the request must be answered
+      // (an aborted one fails at once) so that the pacer sees it end.
+      stop?.throwIfAborted();
       await this.pacer?.beforeRequest(url, params);
       const token = options.auth === false || !this.tokens ? undefined : await this.tokens.getToken();
       const controller = new AbortController();
@@ -272,8 +281,10 @@ export class PortalClient {
         timeoutMs,
       );
       try {
-        return await attempt(token, controller.signal, controller);
+        const signal = stop ? AbortSignal.any([controller.signal, stop]) : controller.signal;
+        return await attempt(token, signal, controller);
       } catch (raw) {
+        stop?.throwIfAborted();
         const error = toPortalError(raw, url, controller.signal);
         // HTTP 429s reach the pacer through afterResponse; the body form only shows up here.
         if (error instanceof PortalThrottledError && error.arcgisCode !== undefined) {
@@ -299,7 +310,7 @@ export class PortalClient {
         });
         this.stats.retries++;
         this.stats.retryWaitMs += delay;
-        await sleep(delay);
+        await sleep(delay, undefined, stop ? { signal: stop } : {}).catch(() => stop?.throwIfAborted());
       } finally {
         // A stream keeps its own idle watchdog; the connect timeout ends here. (No abort on
         // success: the body is consumed, and an abort costs an exception object per request.)
@@ -455,7 +466,8 @@ function redactPath(url: string): string {
 
 /** Network failures and aborts become transient portal errors; typed errors pass through. */
 function toPortalError(error: unknown, url: string, signal: AbortSignal): unknown {
-  if (error instanceof PortalError) return error;
+  // Already typed (a portal error, or a connection the app refused): not a network hiccup to retry.
+  if (error instanceof AppError) return error;
   const where = redactPath(url);
   if (signal.aborted) {
     return new PortalTransientError(`Request to ${where} ${errorText(signal.reason)}`, {

@@ -9,7 +9,13 @@ import type { IdentityService } from "../identities/identity-service.js";
 import type { Logger } from "../log.js";
 import { BackupStore } from "./backup-store.js";
 import { assertCacheWritable, type CacheSpace, cacheSpaceFor } from "./cache.js";
-import { exportItem, type ItemResult, resultFor, type ServiceDataExporter } from "./export-item.js";
+import {
+  exportItem,
+  type ItemExportContext,
+  type ItemResult,
+  resultFor,
+  type ServiceDataExporter,
+} from "./export-item.js";
 import {
   type BackupFilter,
   INVENTORY_CHUNK_SIZE,
@@ -20,7 +26,10 @@ import {
   takeInventory,
 } from "./inventory.js";
 import { batchResultName, MANIFEST_NAME, runPrefix } from "./layout.js";
-import { readManifest, writeManifest } from "./manifest.js";
+import { type ManifestHeader, readManifest, writeManifest } from "./manifest.js";
+import { type BatchCounts, type BatchOutcome, emptyBatchCounts } from "./progress.js";
+import { failRun, logRunCompleted } from "./run-end.js";
+import { RunStopSignals } from "./run-stop.js";
 import type { RunRecord, RunStatus, RunStore } from "./runs.js";
 
 /** Items one activity exports; small enough to retry whole, big enough to amortise setup. */
@@ -48,30 +57,15 @@ export interface BatchInput {
   batchIndex: number;
 }
 
-export interface BatchCounts {
-  exported: number;
-  unchanged: number;
-  failed: number;
-  bytes: number;
-  requests: number;
-  retries: number;
-  throttled: number;
-  requestUnits: number;
-  budgetWaitMs: number;
-}
+type RunError = { code: string; message: string };
 
-export function emptyBatchCounts(): BatchCounts {
-  return {
-    exported: 0,
-    unchanged: 0,
-    failed: 0,
-    bytes: 0,
-    requests: 0,
-    retries: 0,
-    throttled: 0,
-    requestUnits: 0,
-    budgetWaitMs: 0,
-  };
+export interface FinalizeInput {
+  runId: string;
+  identityId: string;
+  /** "completed" ends `cancelled` when the run's record asks for a cancel. */
+  outcome: "completed" | "failed";
+  traffic?: RunRecord["traffic"];
+  error?: RunError;
 }
 
 export interface RunnerDependencies {
@@ -86,13 +80,17 @@ export interface RunnerDependencies {
   log: Logger;
 }
 
-interface IdentitySession {
+/** Where an identity's runs are written: all the finalize step needs. */
+interface RunTarget {
   identity: StoredIdentity;
+  store: BackupStore;
+  cacheSpace: CacheSpace;
+}
+
+interface IdentitySession extends RunTarget {
   portal: PortalClient;
   /** The org's shared rate governor (absent where pacing is off). */
   governor: OrgRateGovernor | undefined;
-  store: BackupStore;
-  cacheSpace: CacheSpace;
   openedAt: number;
 }
 
@@ -109,8 +107,11 @@ const MAX_PREVIOUS_MANIFEST_BYTES = 256 * 1024 * 1024;
 export class BackupRunner {
   private readonly sessions = new Map<string, Promise<IdentitySession>>();
   private readonly chunks = new Map<string, Promise<InventoryRecord[]>>();
+  private readonly stops: RunStopSignals;
 
-  constructor(private readonly deps: RunnerDependencies) {}
+  constructor(private readonly deps: RunnerDependencies) {
+    this.stops = new RunStopSignals(deps.runs);
+  }
 
   /**
    * Takes the inventory. An expected failure (a cache folder that cannot be written, a sign-in
@@ -141,10 +142,7 @@ export class BackupRunner {
       return { ok: true, ...summary, chunkSize: INVENTORY_CHUNK_SIZE, batchSize: BATCH_SIZE };
     } catch (error) {
       if (isWorthRetrying(error)) throw error;
-      return {
-        ok: false,
-        error: { code: (error as { code?: string }).code ?? "ERR_INVENTORY", message: errorMessage(error) },
-      };
+      return { ok: false, error: errorOf(error, "ERR_INVENTORY") };
     }
   }
 
@@ -186,31 +184,46 @@ export class BackupRunner {
     }
   }
 
-  /** Exports one batch of a chunk and writes its results blob (rewritten, never duplicated, on a re-run). */
-  async exportBatch(input: BatchInput): Promise<BatchCounts> {
-    const session = await this.session(input.identityId);
-    const records = (await this.chunk(session, input)).slice(
-      input.batchIndex * BATCH_SIZE,
-      (input.batchIndex + 1) * BATCH_SIZE,
-    );
-    const log = this.deps.log.child({ runId: input.runId, identityId: input.identityId });
-    const { portal, pacer } = this.workPortal(session);
-    const serviceData = this.deps.serviceDataFor?.(portal, log);
-    const results = await mapWithConcurrency(records, ITEMS_IN_PARALLEL, (record) =>
-      exportItem(
-        {
-          portal,
-          store: session.store,
-          cacheDirectory: session.identity.cacheDirectory,
-          cacheSpace: session.cacheSpace,
-          log,
-          ...(serviceData ? { serviceData } : {}),
-        },
-        record,
-      ),
-    );
-    await session.store.uploadJson(batchResultName(input.runId, input.chunkIndex, input.batchIndex), results);
-    return countResults(results, portal.stats, pacer?.stats());
+  /**
+   * Exports one batch of a chunk and writes its results blob (rewritten, never duplicated, on a
+   * re-run). Once the run is cancelled, items not started yet are left out and those in flight are
+   * aborted (and left out): the batch ends within about a second, `stopped`.
+   */
+  async exportBatch(input: BatchInput): Promise<BatchOutcome> {
+    const stop = await this.stops.watch(input.identityId, input.runId);
+    try {
+      if (stop.signal.aborted) return { ...emptyBatchCounts(), stopped: true };
+      const session = await this.session(input.identityId);
+      const records = await this.batchRecords(session, input);
+      const log = this.deps.log.child({ runId: input.runId, identityId: input.identityId });
+      const { portal, pacer } = this.workPortal(session, stop.signal);
+      const serviceData = this.deps.serviceDataFor?.(portal, log);
+      const context: StoppableExport = {
+        portal,
+        store: session.store,
+        cacheDirectory: session.identity.cacheDirectory,
+        cacheSpace: session.cacheSpace,
+        log,
+        signal: stop.signal,
+        ...(serviceData ? { serviceData } : {}),
+      };
+      const results = await mapWithConcurrency(records, ITEMS_IN_PARALLEL, (record) =>
+        exportUnlessStopped(context, record),
+      );
+      const captured = results.filter((result): result is ItemResult => result !== undefined);
+      await session.store.uploadJson(
+        batchResultName(input.runId, input.chunkIndex, input.batchIndex),
+        captured,
+      );
+      return { ...countResults(captured, portal.stats, pacer?.stats()), stopped: stop.signal.aborted };
+    } finally {
+      stop.release();
+    }
+  }
+
+  private async batchRecords(session: IdentitySession, input: BatchInput): Promise<InventoryRecord[]> {
+    const chunk = await this.chunk(session, input);
+    return chunk.slice(input.batchIndex * BATCH_SIZE, (input.batchIndex + 1) * BATCH_SIZE);
   }
 
   /** An inventory chunk, read once per process for all its batches (they run close together). */
@@ -228,18 +241,21 @@ export class BackupRunner {
   }
 
   /** A portal client for one unit of work: its own counters, paced by the org's governor. */
-  private workPortal(session: IdentitySession): { portal: PortalClient; pacer: TrackedPacer | undefined } {
+  private workPortal(
+    session: IdentitySession,
+    signal?: AbortSignal,
+  ): { portal: PortalClient; pacer: TrackedPacer | undefined } {
     const pacer = session.governor?.track();
-    return { portal: session.portal.fork(pacer ? { pacer } : {}), pacer };
+    return {
+      portal: session.portal.fork({ ...(pacer ? { pacer } : {}), ...(signal ? { signal } : {}) }),
+      pacer,
+    };
   }
 
   /** A batch that kept failing after its retries: every item of it is recorded as failed. */
   async failBatch(input: BatchInput & { reason: string }): Promise<BatchCounts> {
     const session = await this.session(input.identityId);
-    const records = (await this.chunk(session, input)).slice(
-      input.batchIndex * BATCH_SIZE,
-      (input.batchIndex + 1) * BATCH_SIZE,
-    );
+    const records = await this.batchRecords(session, input);
     const results: ItemResult[] = records.map((record) => ({
       ...resultFor(record),
       error: { code: "ERR_BATCH_RETRIES_EXHAUSTED", message: input.reason },
@@ -256,75 +272,71 @@ export class BackupRunner {
     return countResults(results);
   }
 
-  /** Writes the manifest (last), closes the run record and releases the identity's lock. */
-  async finalize(input: {
-    runId: string;
-    identityId: string;
-    outcome: "completed" | "cancelled" | "failed";
-    traffic?: RunRecord["traffic"];
-    error?: { code: string; message: string };
-  }): Promise<RunRecord> {
-    const session = await this.session(input.identityId);
-    const endedAt = new Date().toISOString();
+  /**
+   * Writes the manifest (last), closes the run record and releases the identity's lock. When the
+   * identity's storage cannot be opened (an identity deleted, a setting that broke), the run ends
+   * `failed` without a manifest, recorded through the runs table alone.
+   */
+  async finalize(input: FinalizeInput): Promise<RunRecord> {
+    let target: RunTarget;
+    try {
+      target = await this.openTarget(input.identityId);
+    } catch (error) {
+      if (isWorthRetrying(error)) throw error;
+      return this.recordFailure({ ...input, error: input.error ?? errorOf(error, "ERR_FINALIZE") });
+    }
     let run = await this.deps.runs.update(input.identityId, input.runId, (next) => {
-      next.endedAt = endedAt;
+      next.endedAt = new Date().toISOString();
       if (input.traffic) next.traffic = input.traffic;
       if (input.error) next.error = input.error;
     });
-    let status: RunStatus = input.outcome;
+    const status: RunStatus =
+      input.outcome === "failed" ? "failed" : run.cancelRequestedAt ? "cancelled" : "completed";
     try {
-      const header = await writeManifest({
-        store: session.store,
-        run: { ...run, status },
-        identityName: session.identity.name,
-        sharingUrl: session.identity.sharingUrl,
-        cacheDirectory: session.identity.cacheDirectory,
-        cacheSpace: session.cacheSpace,
-      });
-      if (status === "completed" && header.totals.failed > 0) status = "completed-with-failures";
-      if (status === "completed-with-failures" || status === "completed") {
-        // The manifest's own status must match; rewrite the header when failures changed it.
-        if (header.status !== status) {
-          await writeManifest({
-            store: session.store,
-            run: { ...run, status },
-            identityName: session.identity.name,
-            sharingUrl: session.identity.sharingUrl,
-            cacheDirectory: session.identity.cacheDirectory,
-            cacheSpace: session.cacheSpace,
-          });
-        }
-      }
+      const header = await this.writeRunManifest(target, { ...run, status });
       run = await this.deps.runs.update(input.identityId, input.runId, (next) => {
-        next.status = status;
+        next.status = header.status;
         next.itemsTotal = Math.max(next.itemsTotal, header.totals.items);
         next.itemsExported = header.totals.exported;
         next.itemsUnchanged = header.totals.unchanged;
         next.itemsFailed = header.totals.failed;
         next.bytes = header.totals.bytes;
-        next.manifest = session.store.blobName(`runs/${input.runId}/manifest.json`);
+        next.manifest = target.store.blobName(`${runPrefix(input.runId)}${MANIFEST_NAME}`);
       });
     } catch (error) {
       run = await this.deps.runs.update(input.identityId, input.runId, (next) => {
         next.status = "failed";
-        next.error ??= { code: "ERR_MANIFEST", message: (error as Error).message };
+        next.error ??= { code: "ERR_MANIFEST", message: errorMessage(error) };
       });
     } finally {
       await this.deps.runs.releaseLock(input.identityId, input.runId);
     }
-    this.deps.log.event("BackupRunCompleted", {
-      runId: run.runId,
-      identityId: run.identityId,
-      identityName: session.identity.name,
-      status: run.status,
-      itemsTotal: run.itemsTotal,
-      itemsExported: run.itemsExported,
-      itemsUnchanged: run.itemsUnchanged,
-      itemsFailed: run.itemsFailed,
-      bytes: run.bytes,
-      durationMs: Date.parse(run.endedAt ?? endedAt) - Date.parse(run.startedAt),
-    });
+    logRunCompleted(this.deps.log, run, target.identity.name);
     return run;
+  }
+
+  /** The manifest; a completed run with failed items ends (and says in its manifest) `completed-with-failures`. */
+  private async writeRunManifest(target: RunTarget, run: RunRecord): Promise<ManifestHeader> {
+    const write = (status: RunStatus) =>
+      writeManifest({
+        store: target.store,
+        run: { ...run, status },
+        identityName: target.identity.name,
+        sharingUrl: target.identity.sharingUrl,
+        cacheDirectory: target.identity.cacheDirectory,
+        cacheSpace: target.cacheSpace,
+      });
+    const header = await write(run.status);
+    if (header.status === "completed" && header.totals.failed > 0) return write("completed-with-failures");
+    return header;
+  }
+
+  /**
+   * Activity: ends the run as `failed` with the reason through the runs table alone — the last
+   * resort of an orchestration that could not finish its run (its finalize failed past its retries).
+   */
+  async recordFailure(input: { runId: string; identityId: string; error: RunError }): Promise<RunRecord> {
+    return failRun(this.deps, input.identityId, input.runId, input.error);
   }
 
   private session(identityId: string): Promise<IdentitySession> {
@@ -345,19 +357,41 @@ export class BackupRunner {
   }
 
   private async open(identityId: string): Promise<IdentitySession> {
+    const target = await this.openTarget(identityId);
+    const portal = await this.deps.portalFor(target.identity);
+    const governor = await this.deps.governorFor?.(target.identity);
+    return { ...target, portal, governor, openedAt: Date.now() };
+  }
+
+  private async openTarget(identityId: string): Promise<RunTarget> {
     const identity = await this.deps.identities.get(identityId);
-    const portal = await this.deps.portalFor(identity);
     const container = await this.deps.openContainer(identity);
-    const governor = await this.deps.governorFor?.(identity);
     return {
       identity,
-      portal,
-      governor,
       store: new BackupStore(container, identity.id),
       cacheSpace: cacheSpaceFor(identity.cacheDirectory, this.deps.cacheMaxBytes),
-      openedAt: Date.now(),
     };
   }
+}
+
+type StoppableExport = ItemExportContext & { signal: AbortSignal };
+
+/** An item's export, or undefined when the run stopped before or during it: it is left out of the run. */
+async function exportUnlessStopped(
+  context: StoppableExport,
+  record: InventoryRecord,
+): Promise<ItemResult | undefined> {
+  if (context.signal.aborted) return undefined;
+  try {
+    return await exportItem(context, record);
+  } catch (error) {
+    if (context.signal.aborted) return undefined;
+    throw error;
+  }
+}
+
+function errorOf(error: unknown, fallbackCode: string): RunError {
+  return { code: (error as { code?: string }).code ?? fallbackCode, message: errorMessage(error) };
 }
 
 function countResults(results: ItemResult[], portal?: PortalClientStats, paced?: GovernorStats): BatchCounts {

@@ -1,22 +1,17 @@
 import { z } from "zod";
-import { ConflictError, NotFoundError } from "../errors.js";
+import { ConflictError, errorMessage, NotFoundError } from "../errors.js";
 import type { IdentityService } from "../identities/identity-service.js";
 import type { Logger } from "../log.js";
+import { type OrchestrationClient, type OrchestrationState, readOrchestration } from "../orchestrations.js";
 import { lastOccurrenceBetween } from "../schedule.js";
 import { parseInput } from "../validation.js";
 import type { BackupFilter } from "./inventory.js";
 import { newRunId, RUN_ID_PATTERN } from "./layout.js";
-import type { RunRecord, RunStore } from "./runs.js";
-
-/** The orchestration engine, as the backup use cases need it (Durable Functions in the app). */
-export interface OrchestrationClient {
-  start(orchestrator: string, instanceId: string, input: unknown): Promise<void>;
-  status(instanceId: string): Promise<{ runtimeStatus: string; customStatus: unknown } | undefined>;
-  raiseEvent(instanceId: string, eventName: string, data: unknown): Promise<void>;
-}
+import { liveProgress, type RunProgress } from "./progress.js";
+import { failRun } from "./run-end.js";
+import { backupFilterSchema, newRunRecord, type RunRecord, type RunStore } from "./runs.js";
 
 export const BACKUP_ORCHESTRATOR = "backupOrchestrator";
-export const CANCEL_EVENT = "cancel";
 
 export interface BackupRunInput {
   runId: string;
@@ -24,39 +19,13 @@ export interface BackupRunInput {
   filter?: BackupFilter;
 }
 
-const list = z.array(z.string().trim().min(1).max(256)).min(1).max(1000);
 const startSchema = z.strictObject({
   name: z.string().trim().min(1).max(200).optional(),
-  filter: z
-    .strictObject({
-      types: list.optional(),
-      owners: list.optional(),
-      folders: list.optional(),
-      tags: list.optional(),
-      itemIds: z
-        .array(z.string().regex(/^[0-9a-f]{32}$/, "must be 32-character item ids"))
-        .min(1)
-        .max(1000)
-        .optional(),
-    })
-    .optional(),
+  filter: backupFilterSchema.optional(),
 });
 
-const COUNT_KEYS = [
-  "exported",
-  "unchanged",
-  "failed",
-  "bytes",
-  "requests",
-  "retries",
-  "throttled",
-  "requestUnits",
-  "budgetWaitMs",
-] as const;
-type LiveCounts = Record<(typeof COUNT_KEYS)[number], number>;
-type LiveProgress = LiveCounts & { itemsDone: number; runningChunks?: string[] };
-
-const TERMINAL = new Set(["Completed", "Failed", "Terminated", "Canceled"]);
+/** A run as the status endpoint shows it: while it runs, with live progress. */
+export type RunView = RunRecord & { progress?: RunProgress & { cancelRequested: boolean } };
 
 /** Start, list, follow and cancel backups, and start the scheduled ones that are due. */
 export class BackupService {
@@ -68,12 +37,12 @@ export class BackupService {
     orchestrations: OrchestrationClient,
     trigger: RunRecord["trigger"] = "manual",
   ): Promise<RunRecord> {
-    const input = parseInput(startSchema, body ?? {});
+    const input = parseInput(startSchema, body);
     const identity = await this.deps.identities.get(identityId);
     const runId = newRunId("b");
     const holder = await this.deps.runs.acquireLock(identity.id, runId);
     if (holder) {
-      if (await this.isActive(holder, orchestrations)) {
+      if (await this.isRunning(identity.id, holder, orchestrations)) {
         throw new ConflictError(
           `A backup of this identity is already running (run ${holder})`,
           "ERR_BACKUP_RUNNING",
@@ -81,21 +50,13 @@ export class BackupService {
       }
       await this.deps.runs.takeOverLock(identity.id, holder, runId);
     }
-    const run: RunRecord = {
+    const run = newRunRecord({
       runId,
       identityId: identity.id,
-      kind: "backup",
       name: input.name ?? (trigger === "schedule" ? "scheduled" : "manual"),
       trigger,
-      status: "running",
-      startedAt: new Date().toISOString(),
-      itemsTotal: 0,
-      itemsExported: 0,
-      itemsUnchanged: 0,
-      itemsFailed: 0,
-      bytes: 0,
       ...(input.filter ? { filter: input.filter } : {}),
-    };
+    });
     try {
       await this.deps.runs.create(run);
       const orchestrationInput: BackupRunInput = {
@@ -107,11 +68,7 @@ export class BackupService {
     } catch (error) {
       await this.deps.runs.releaseLock(identity.id, runId);
       await this.deps.runs
-        .update(identity.id, runId, (next) => {
-          next.status = "failed";
-          next.endedAt = new Date().toISOString();
-          next.error = { code: "ERR_START", message: (error as Error).message };
-        })
+        .endAsFailed(identity.id, runId, { code: "ERR_START", message: errorMessage(error) })
         .catch(() => {});
       throw error;
     }
@@ -119,37 +76,48 @@ export class BackupService {
     return run;
   }
 
-  async list(identityId: string): Promise<RunRecord[]> {
+  /** The identity's runs, newest first; a run whose orchestration has ended is shown ended. */
+  async list(identityId: string, orchestrations: OrchestrationClient): Promise<RunRecord[]> {
     const identity = await this.deps.identities.get(identityId);
-    return this.deps.runs.list(identity.id);
+    const runs = await this.deps.runs.list(identity.id);
+    return Promise.all(
+      runs.map(async (run) =>
+        run.status === "running" ? (await this.settle(run, orchestrations)).run : run,
+      ),
+    );
   }
 
   /** The run, with live progress from the orchestration while it runs. */
-  async get(runId: string, orchestrations: OrchestrationClient): Promise<RunRecord & { progress?: unknown }> {
-    const run = RUN_ID_PATTERN.test(runId) ? await this.deps.runs.get(runId) : undefined;
-    if (!run) throw new NotFoundError(`Backup run ${runId} not found`);
-    if (run.status !== "running") return run;
-    const status = await orchestrations.status(runId);
-    const progress = status?.customStatus as LiveProgress | undefined;
-    if (progress?.runningChunks?.length) {
-      // Chunks in flight report their own counts; add them so progress moves batch by batch.
-      for (const chunkId of progress.runningChunks) {
-        const chunk = (await orchestrations.status(chunkId))?.customStatus as Partial<LiveCounts> | undefined;
-        for (const key of COUNT_KEYS) progress[key] += chunk?.[key] ?? 0;
-      }
-      progress.itemsDone = progress.exported + progress.unchanged + progress.failed;
-    }
-    return { ...run, ...(progress ? { progress } : {}) };
+  async get(runId: string, orchestrations: OrchestrationClient): Promise<RunView> {
+    const { run, state } = await this.settle(await this.existing(runId), orchestrations);
+    if (run.status !== "running" || !state) return run;
+    const progress = await liveProgress(
+      state.customStatus,
+      async (chunkId) => (await orchestrations.status(chunkId).catch(() => undefined))?.customStatus,
+      new Date(),
+    );
+    if (!progress) return run;
+    return { ...run, progress: { ...progress, cancelRequested: run.cancelRequestedAt !== undefined } };
   }
 
+  /**
+   * Asks a running run to stop: its record says so, which its batches read within a second; they
+   * abort their downloads, and the run ends `cancelled` with a manifest of what it had captured.
+   */
   async cancel(runId: string, orchestrations: OrchestrationClient): Promise<RunRecord> {
-    const run = RUN_ID_PATTERN.test(runId) ? await this.deps.runs.get(runId) : undefined;
-    if (!run) throw new NotFoundError(`Backup run ${runId} not found`);
-    if (run.status !== "running")
-      throw new ConflictError(`Backup run ${runId} has already ended (${run.status})`);
-    await orchestrations.raiseEvent(runId, CANCEL_EVENT, { requestedAt: new Date().toISOString() });
+    const { run } = await this.settle(await this.existing(runId), orchestrations);
+    const requested =
+      run.status === "running" ? await this.deps.runs.requestCancel(run.identityId, runId) : run;
+    if (requested.status !== "running")
+      throw new ConflictError(`Backup run ${runId} has already ended (${requested.status})`);
     this.deps.log.info("Backup cancel requested", { runId, identityId: run.identityId });
-    return run;
+    return requested;
+  }
+
+  /** The run as it stands (see `settle`), or undefined when there is no such run. */
+  async current(runId: string, orchestrations: OrchestrationClient): Promise<RunRecord | undefined> {
+    const run = await this.lookUp(runId);
+    return run && (await this.settle(run, orchestrations)).run;
   }
 
   /**
@@ -179,12 +147,39 @@ export class BackupService {
     return started;
   }
 
-  private async isActive(runId: string, orchestrations: OrchestrationClient): Promise<boolean> {
-    const status = await orchestrations.status(runId).catch(() => undefined);
-    if (!status) {
-      const run = await this.deps.runs.get(runId);
-      return run?.status === "running" && Date.now() - Date.parse(run.startedAt) < 60_000;
-    }
-    return !TERMINAL.has(status.runtimeStatus);
+  private async lookUp(runId: string): Promise<RunRecord | undefined> {
+    return RUN_ID_PATTERN.test(runId) ? this.deps.runs.get(runId) : undefined;
+  }
+
+  private async existing(runId: string): Promise<RunRecord> {
+    const run = await this.lookUp(runId);
+    if (!run) throw new NotFoundError(`Backup run ${runId} not found`);
+    return run;
+  }
+
+  /** Whether the lock holder still runs; a holder without a record is a start that never got that far. */
+  private async isRunning(
+    identityId: string,
+    runId: string,
+    orchestrations: OrchestrationClient,
+  ): Promise<boolean> {
+    const run = await this.deps.runs.find(identityId, runId);
+    return run !== undefined && (await this.settle(run, orchestrations)).run.status === "running";
+  }
+
+  /**
+   * The run as it really stands: a record still `running` whose orchestration has ended (failed,
+   * terminated, crashed past its retries) is ended `failed` with the reason now, once, and its lock
+   * released. Every view of a run's status goes through here, so none shows a run that is over.
+   */
+  private async settle(
+    run: RunRecord,
+    orchestrations: OrchestrationClient,
+  ): Promise<{ run: RunRecord; state?: OrchestrationState }> {
+    if (run.status !== "running") return { run };
+    const reading = await readOrchestration(orchestrations, run.runId, run.startedAt, this.deps.log);
+    if (!reading?.end) return { run, ...(reading?.state ? { state: reading.state } : {}) };
+    this.deps.log.warn("Backup run ended by its orchestration", { runId: run.runId, ...reading.end });
+    return { run: await failRun(this.deps, run.identityId, run.runId, reading.end) };
   }
 }

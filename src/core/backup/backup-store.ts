@@ -139,7 +139,7 @@ export class BackupStore {
       const buffer = await this.container.getBlobClient(this.blobName(relative)).downloadToBuffer();
       return JSON.parse(buffer.toString("utf8")) as T;
     } catch (error) {
-      if ((error as { statusCode?: number }).statusCode === 404) return undefined;
+      if (isNotFound(error)) return undefined;
       throw error;
     }
   }
@@ -149,6 +149,17 @@ export class BackupStore {
     return response.readableStreamBody as Readable;
   }
 
+  /** Opens a blob to stream it, with its size; undefined when there is no such blob. */
+  async openIfExists(relative: string): Promise<{ body: Readable; size: number } | undefined> {
+    try {
+      const response = await this.container.getBlobClient(this.blobName(relative)).download();
+      return { body: response.readableStreamBody as Readable, size: response.contentLength ?? 0 };
+    } catch (error) {
+      if (isNotFound(error)) return undefined;
+      throw error;
+    }
+  }
+
   /** Names (relative) under a prefix, in name order. */
   async *list(prefix: string): AsyncGenerator<string> {
     const base = this.blobName("");
@@ -156,6 +167,10 @@ export class BackupStore {
       yield blob.name.slice(base.length);
     }
   }
+}
+
+function isNotFound(error: unknown): boolean {
+  return (error as { statusCode?: number } | undefined)?.statusCode === 404;
 }
 
 /** Reads `[start, end)` of a file into `buffer`; the part of it that holds the bytes. */

@@ -1,10 +1,11 @@
 import { createHash, randomUUID } from "node:crypto";
-import { createWriteStream } from "node:fs";
-import { type FileHandle, mkdir, open, rm, stat } from "node:fs/promises";
+import { type FileHandle, open, rm } from "node:fs/promises";
 import path from "node:path";
 import { type Readable, Writable } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import { AppError } from "../errors.js";
+import { FS_CHECK_TIMEOUT_MS, makeDirectory, proveWritableDirectory } from "../fs-checks.js";
+import { withDeadline } from "../with-deadline.js";
 
 /**
  * A budget of bytes shared by concurrent users: `reserve` waits until enough is released.
@@ -119,6 +120,7 @@ export function startCaching(source: Readable, directory: string, space: CacheSp
   let complete = false;
   let failure: { error: unknown } | undefined;
   let released = false;
+  let created = false;
 
   // Waiters on progress: woken (all at once) after every write, at the end and on failure.
   let wakeAll: () => void = () => {};
@@ -141,7 +143,8 @@ export function startCaching(source: Readable, directory: string, space: CacheSp
   const removeFile = async () => {
     if (released) return;
     released = true;
-    await rm(filePath, { force: true });
+    // Only a file this download created ("wx"): never one that happened to be there.
+    if (created) await rm(filePath, { force: true });
     space.release(reserved);
     reserved = 0;
   };
@@ -153,10 +156,11 @@ export function startCaching(source: Readable, directory: string, space: CacheSp
   const sink = new Writable({
     highWaterMark: WRITE_QUEUE_BYTES,
     construct(callback) {
-      mkdir(directory, { recursive: true }).then(
+      makeDirectory(directory).then(
         () =>
           open(filePath, "wx").then((opened) => {
             handle = opened;
+            created = true;
             callback();
           }, callback),
         (cause) => callback(cacheError(directory, cause)),
@@ -293,18 +297,12 @@ async function writeFully(handle: FileHandle, chunks: Buffer[], position: number
   }
 }
 
-/** Fails early with a clear error when the cache folder cannot be written. */
+/** Fails early with a clear error when the cache folder cannot be written (or does not answer). */
 export async function assertCacheWritable(directory: string): Promise<void> {
   try {
-    await mkdir(directory, { recursive: true });
-    const probe = path.join(directory, `.probe-${randomUUID()}`);
-    const stream = createWriteStream(probe);
-    await new Promise<void>((resolve, reject) => {
-      stream.on("error", reject);
-      stream.end("ok", resolve);
-    });
-    await stat(probe);
-    await rm(probe, { force: true });
+    await withDeadline(proveWritableDirectory(directory), FS_CHECK_TIMEOUT_MS, () =>
+      Object.assign(new Error(`no answer within ${FS_CHECK_TIMEOUT_MS} ms`), { code: "ETIMEDOUT" }),
+    );
   } catch (cause) {
     throw cacheError(directory, cause);
   }

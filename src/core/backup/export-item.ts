@@ -104,6 +104,8 @@ export interface ItemExportContext {
   cacheSpace: CacheSpace;
   log: Logger;
   serviceData?: ServiceDataExporter;
+  /** Aborts once the run is cancelled: the item is then left out of the run, not failed. */
+  signal?: AbortSignal;
 }
 
 const SERVICE_TYPES = new Set([
@@ -166,7 +168,7 @@ export function hasSeparateDataVersion(item: {
 /**
  * Exports one item into `items/<id>/<version>/`, or reports it unchanged when that version is
  * already complete. A failure is returned (with its reason), never thrown, unless it is
- * worth retrying the whole batch (the org is throttled, the portal is down).
+ * worth retrying the whole batch (the org is throttled, the portal is down) or the run stopped.
  */
 export async function exportItem(ctx: ItemExportContext, record: InventoryRecord): Promise<ItemResult> {
   const base = resultFor(record);
@@ -257,7 +259,7 @@ export async function exportItem(ctx: ItemExportContext, record: InventoryRecord
       ...(counts ? { counts } : {}),
     };
   } catch (error) {
-    if (isRetryablePortalError(error)) throw error;
+    if (isRetryablePortalError(error) || ctx.signal?.aborted) throw error;
     const code =
       error instanceof PortalError || hasCode(error) ? (error as { code: string }).code : "ERR_EXPORT";
     // The monitoring contract: one BackupItemFailed line per failed item (see docs/deploy.md).

@@ -1,40 +1,84 @@
 import type { TableClient } from "@azure/data-tables";
+import { z } from "zod";
 import { PreconditionFailedError } from "../errors.js";
 import { isStatus } from "../identities/table-identity-store.js";
-import type { BackupFilter } from "./inventory.js";
 
-export type RunStatus = "running" | "completed" | "completed-with-failures" | "failed" | "cancelled";
+const filterList = z.array(z.string().trim().min(1).max(256)).min(1).max(1000);
 
-export interface RunCounts {
-  itemsTotal: number;
-  itemsExported: number;
-  itemsUnchanged: number;
-  itemsFailed: number;
-  bytes: number;
-}
+/** Which items a run backs up; absent: the whole org. */
+export const backupFilterSchema = z.strictObject({
+  types: filterList.optional(),
+  owners: filterList.optional(),
+  folders: filterList.optional(),
+  tags: filterList.optional(),
+  itemIds: z
+    .array(z.string().regex(/^[0-9a-f]{32}$/, "must be 32-character item ids"))
+    .min(1)
+    .max(1000)
+    .optional(),
+});
+
+export const RUN_STATUSES = [
+  "running",
+  "completed",
+  "completed-with-failures",
+  "failed",
+  "cancelled",
+] as const;
+export type RunStatus = (typeof RUN_STATUSES)[number];
+
+const count = z.number().int().nonnegative();
+const runError = z.object({ code: z.string(), message: z.string() });
 
 /** Portal traffic of a run: what the org's budget paid and what waiting cost. */
-export interface RunTraffic {
-  requests: number;
-  retries: number;
-  throttled: number;
-  requestUnits: number;
-  budgetWaitMs: number;
-}
+const trafficSchema = z.object({
+  requests: count,
+  retries: count,
+  throttled: count,
+  requestUnits: z.number().nonnegative(),
+  budgetWaitMs: z.number().nonnegative(),
+});
 
-export interface RunRecord extends RunCounts {
-  runId: string;
-  identityId: string;
-  kind: "backup";
-  name: string;
-  trigger: "manual" | "schedule";
-  status: RunStatus;
-  startedAt: string;
-  endedAt?: string;
-  filter?: BackupFilter;
-  traffic?: RunTraffic;
-  manifest?: string;
-  error?: { code: string; message: string };
+/** A run's record as stored: read back through this schema, so a damaged row fails loudly. */
+const runRecordSchema = z.object({
+  runId: z.string(),
+  identityId: z.string(),
+  kind: z.literal("backup"),
+  name: z.string(),
+  trigger: z.enum(["manual", "schedule"]),
+  status: z.enum(RUN_STATUSES),
+  startedAt: z.string(),
+  endedAt: z.string().optional(),
+  /** Set by a cancel: the run's batches stop at once and the run ends `cancelled`. */
+  cancelRequestedAt: z.string().optional(),
+  filter: backupFilterSchema.optional(),
+  itemsTotal: count,
+  itemsExported: count,
+  itemsUnchanged: count,
+  itemsFailed: count,
+  bytes: count,
+  traffic: trafficSchema.optional(),
+  manifest: z.string().optional(),
+  error: runError.optional(),
+});
+
+export type RunRecord = z.infer<typeof runRecordSchema>;
+
+/** A backup run as it starts: running, nothing counted yet. */
+export function newRunRecord(
+  fields: Pick<RunRecord, "runId" | "identityId" | "name" | "trigger"> & Partial<RunRecord>,
+): RunRecord {
+  return {
+    kind: "backup",
+    status: "running",
+    startedAt: new Date().toISOString(),
+    itemsTotal: 0,
+    itemsExported: 0,
+    itemsUnchanged: 0,
+    itemsFailed: 0,
+    bytes: 0,
+    ...fields,
+  };
 }
 
 interface RunEntity {
@@ -57,8 +101,18 @@ export class RunStore {
     const rows = this.table.listEntities<RunEntity>({
       queryOptions: { filter: `RowKey eq '${quoteOData(runId)}'` },
     });
-    for await (const row of rows) return JSON.parse(row.document) as RunRecord;
+    for await (const row of rows) return fromEntity(row);
     return undefined;
+  }
+
+  /** A point read, for when the identity is known (cheaper than `get`). */
+  async find(identityId: string, runId: string): Promise<RunRecord | undefined> {
+    try {
+      return fromEntity(await this.table.getEntity<RunEntity>(identityId, runId));
+    } catch (error) {
+      if (isStatus(error, 404)) return undefined;
+      throw error;
+    }
   }
 
   /** Newest first (run ids sort that way). */
@@ -68,7 +122,7 @@ export class RunStore {
       queryOptions: { filter: `PartitionKey eq '${quoteOData(identityId)}' and RowKey lt '~'` },
     });
     for await (const row of rows) {
-      runs.push(JSON.parse(row.document) as RunRecord);
+      runs.push(fromEntity(row));
       if (runs.length >= limit) break;
     }
     return runs;
@@ -78,7 +132,7 @@ export class RunStore {
   async update(identityId: string, runId: string, change: (run: RunRecord) => void): Promise<RunRecord> {
     for (let attempt = 0; ; attempt++) {
       const row = await this.table.getEntity<RunEntity>(identityId, runId);
-      const run = JSON.parse(row.document) as RunRecord;
+      const run = fromEntity(row);
       change(run);
       try {
         await this.table.updateEntity(toEntity(run), "Replace", { etag: row.etag });
@@ -87,6 +141,34 @@ export class RunStore {
         if (!isStatus(error, 412) || attempt >= 5) throw error;
       }
     }
+  }
+
+  /**
+   * Ends a run that is still running as `failed` with the reason and releases its lock. A run that
+   * has already ended keeps its outcome, so callers may race: `ended` says whether this call did it.
+   */
+  async endAsFailed(
+    identityId: string,
+    runId: string,
+    error: { code: string; message: string },
+  ): Promise<{ run: RunRecord; ended: boolean }> {
+    let ended = false;
+    const run = await this.update(identityId, runId, (next) => {
+      ended = next.status === "running";
+      if (!ended) return;
+      next.status = "failed";
+      next.endedAt = new Date().toISOString();
+      next.error = error;
+    });
+    if (ended) await this.releaseLock(identityId, runId);
+    return { run, ended };
+  }
+
+  /** Marks a running run to be cancelled (once: the first request's time stays). */
+  async requestCancel(identityId: string, runId: string): Promise<RunRecord> {
+    return this.update(identityId, runId, (next) => {
+      if (next.status === "running") next.cancelRequestedAt ??= new Date().toISOString();
+    });
   }
 
   /** Takes the identity's backup lock; returns the holder's run id when it is taken. */
@@ -101,10 +183,19 @@ export class RunStore {
     }
   }
 
-  /** Replaces a lock whose holder is known to be finished. */
+  /** Replaces a lock whose holder is known to be finished (the holder may have let it go meanwhile). */
   async takeOverLock(identityId: string, staleRunId: string, runId: string): Promise<void> {
-    const row = await this.table.getEntity<{ runId: string }>(identityId, LOCK_ROW);
-    if (row.runId !== staleRunId) throw new PreconditionFailedError("The backup lock changed hands");
+    const row = await this.table
+      .getEntity<{ runId: string }>(identityId, LOCK_ROW)
+      .catch((error: unknown) => {
+        if (isStatus(error, 404)) return undefined;
+        throw error;
+      });
+    if (!row) {
+      if (await this.acquireLock(identityId, runId)) throw lockChangedHands();
+      return;
+    }
+    if (row.runId !== staleRunId) throw lockChangedHands();
     await this.table.updateEntity({ partitionKey: identityId, rowKey: LOCK_ROW, runId }, "Replace", {
       etag: row.etag,
     });
@@ -120,8 +211,23 @@ export class RunStore {
   }
 }
 
+function lockChangedHands(): PreconditionFailedError {
+  return new PreconditionFailedError("The backup lock changed hands");
+}
+
 function toEntity(run: RunRecord): RunEntity {
   return { partitionKey: run.identityId, rowKey: run.runId, document: JSON.stringify(run) };
+}
+
+function fromEntity(row: RunEntity): RunRecord {
+  const parsed = runRecordSchema.safeParse(JSON.parse(row.document));
+  if (!parsed.success) {
+    const issue = parsed.error.issues[0];
+    throw new Error(
+      `The record of run ${row.rowKey} is damaged: ${issue?.path.join(".")}: ${issue?.message}`,
+    );
+  }
+  return parsed.data;
 }
 
 function quoteOData(value: string): string {

@@ -1,12 +1,12 @@
 import { randomUUID } from "node:crypto";
-import path from "node:path";
-import { parseSecureUrl, toSharingUrl } from "../arcgis/portal-url.js";
+import { toSharingUrl } from "../arcgis/portal-url.js";
 import { NotFoundError, PreconditionFailedError, ValidationError } from "../errors.js";
-import { ensureWritableDirectory } from "../fs-checks.js";
+import { checkCacheDirectory } from "../fs-checks.js";
 import type { Logger } from "../log.js";
 import { parseNcrontab } from "../schedule.js";
 import type { SecretStore } from "../secrets/secret-store.js";
 import { identitySecretName, identitySecretPrefix } from "../secrets/secret-store.js";
+import { parseAccountUrl, parseBlobConnectionString } from "../storage/blob-container.js";
 import { parseInput } from "../validation.js";
 import {
   DEFAULT_BUDGET_SHARE,
@@ -76,14 +76,18 @@ export class IdentityService {
       sharingUrl: "",
       auth,
       storage,
-      cacheDirectory: input.cacheDirectory ?? path.join(this.options.cacheRoot, id),
+      // Relative to CACHE_ROOT; stored as the real absolute path once checked.
+      cacheDirectory: input.cacheDirectory ?? id,
       maxOrgBudgetShare: input.maxOrgBudgetShare ?? DEFAULT_BUDGET_SHARE,
       secretNames: {},
       createdAt: now,
       updatedAt: now,
       ...(input.schedule ? { schedule: input.schedule } : {}),
     };
-    const identity = await this.validated(draft, true);
+    const identity = await this.validated(draft, {
+      checkCache: true,
+      connectionString: storageSecrets.connectionString,
+    });
     const values = { ...authSecrets, ...storageSecrets };
     identity.secretNames = await this.writeSecrets(id, values);
     try {
@@ -141,7 +145,10 @@ export class IdentityService {
         );
       }
     }
-    const identity = await this.validated(next, patch.cacheDirectory !== undefined);
+    const identity = await this.validated(next, {
+      checkCache: patch.cacheDirectory !== undefined,
+      connectionString: newValues.connectionString,
+    });
 
     // New values first (remembering the old ones), then the row, then drop what is unused.
     const previous = await this.readSecrets(current, Object.keys(newValues) as SecretField[]);
@@ -235,16 +242,34 @@ export class IdentityService {
     }
   }
 
-  private async validated(identity: Identity, checkCache: boolean): Promise<Identity> {
-    const { allowInsecureLoopback } = this.options;
+  /** Checks what a save brings; a new connection string is checked as the storage check does. */
+  private async validated(
+    identity: Identity,
+    options: { checkCache: boolean; connectionString: string | undefined },
+  ): Promise<Identity> {
+    const { allowInsecureLoopback, cacheRoot } = this.options;
     identity.sharingUrl = toSharingUrl(identity.kind, identity.portalUrl, allowInsecureLoopback);
     if (identity.storage.accountUrl) {
-      const url = parseSecureUrl(identity.storage.accountUrl, "storage.accountUrl", allowInsecureLoopback);
+      const url = parseAccountUrl(identity.storage.accountUrl, {
+        allowInsecureLoopback,
+        field: "storage.accountUrl",
+      });
       identity.storage.accountUrl = url.toString().replace(/\/+$/, "");
     }
+    if (options.connectionString !== undefined) {
+      parseBlobConnectionString(options.connectionString, {
+        allowInsecureLoopback,
+        field: "storage.connectionString",
+      });
+    }
     if (identity.schedule) parseNcrontab(identity.schedule.cron, "schedule.cron");
-    if (checkCache)
-      identity.cacheDirectory = await ensureWritableDirectory(identity.cacheDirectory, "cacheDirectory");
+    if (options.checkCache) {
+      identity.cacheDirectory = await checkCacheDirectory(
+        identity.cacheDirectory,
+        cacheRoot,
+        "cacheDirectory",
+      );
+    }
     return identity;
   }
 

@@ -1,5 +1,6 @@
 import { z } from "zod";
 import type { PortalKind } from "../arcgis/portal-url.js";
+import { storageInputSchema, storagePatchSchema } from "../storage/storage-input.js";
 
 /** Secret values an identity may hold; each lives in the secret store, never in the table. */
 export const SECRET_FIELDS = ["password", "clientSecret", "refreshToken", "connectionString"] as const;
@@ -20,28 +21,6 @@ const appAuth = z.strictObject({
 const userAuth = z.strictObject({ type: z.literal("oauth2-user"), clientId: text(256) });
 
 export const authInputSchema = z.discriminatedUnion("type", [builtinAuth, appAuth, userAuth]);
-
-/** Azure container naming rules. */
-export const containerNameSchema = z
-  .string()
-  .min(3, "must be 3-63 characters")
-  .max(63, "must be 3-63 characters")
-  .regex(
-    /^[a-z0-9](?!.*--)[a-z0-9-]*[a-z0-9]$/,
-    "must be lowercase letters, digits and single hyphens, starting and ending with a letter or digit",
-  );
-
-export const storageInputSchema = z
-  .strictObject({
-    type: z.literal("azure-blob"),
-    container: containerNameSchema,
-    connectionString: z.string().min(1).max(4096).optional(),
-    accountUrl: z.string().min(1).max(2048).optional(),
-  })
-  .refine((s) => (s.connectionString === undefined) !== (s.accountUrl === undefined), {
-    message: "give exactly one of connectionString or accountUrl",
-    path: ["connectionString"],
-  });
 
 export const scheduleSchema = z.strictObject({ cron: text(200), enabled: z.boolean().default(true) });
 
@@ -77,14 +56,7 @@ export const identityPatchSchema = z.strictObject({
       userAuth,
     ])
     .optional(),
-  storage: z
-    .strictObject({
-      type: z.literal("azure-blob"),
-      container: containerNameSchema,
-      connectionString: z.string().min(1).max(4096).optional(),
-      accountUrl: z.string().min(1).max(2048).optional(),
-    })
-    .optional(),
+  storage: storagePatchSchema.optional(),
 });
 export type IdentityPatch = z.infer<typeof identityPatchSchema>;
 

@@ -30,30 +30,39 @@ export function newRestoreId(now = Date.now()): string {
 }
 export const RESTORE_ID_PATTERN = /^r-\d{13}-[0-9a-z]{6}$/;
 
-export type RestoreStatus = "running" | "completed" | "completed-with-failures" | "failed";
+export const RESTORE_STATUSES = ["running", "completed", "completed-with-failures", "failed"] as const;
+export type RestoreStatus = (typeof RESTORE_STATUSES)[number];
+
+const count = z.number().int().nonnegative();
 
 /** One restore, as its table row holds it (partition: the identity whose backup is restored). */
-export interface RestoreRecord {
-  restoreId: string;
-  kind: "restore";
+export const restoreRecordSchema = z.object({
+  restoreId: z.string(),
+  kind: z.literal("restore"),
   /** The identity whose backup is restored. */
-  identityId: string;
-  runId: string;
-  target: { identityId: string; owner?: string; folder?: string; mode: RestoreMode };
+  identityId: z.string(),
+  runId: z.string(),
+  target: z.object({
+    identityId: z.string(),
+    owner: z.string().optional(),
+    folder: z.string().optional(),
+    mode: z.enum(["new", "overwrite"]),
+  }),
   /** Item ids asked for; absent: every item of the run. */
-  itemIds?: string[];
-  status: RestoreStatus;
-  startedAt: string;
-  endedAt?: string;
-  itemsTotal: number;
-  itemsRestored: number;
-  itemsFailed: number;
-  itemsSkipped: number;
+  itemIds: z.array(z.string()).optional(),
+  status: z.enum(RESTORE_STATUSES),
+  startedAt: z.string(),
+  endedAt: z.string().optional(),
+  itemsTotal: count,
+  itemsRestored: count,
+  itemsFailed: count,
+  itemsSkipped: count,
   /** Blob names (relative to the identity's prefix) of the plan and the report. */
-  plan?: string;
-  report?: string;
-  error?: { code: string; message: string };
-}
+  plan: z.string().optional(),
+  report: z.string().optional(),
+  error: z.object({ code: z.string(), message: z.string() }).optional(),
+});
+export type RestoreRecord = z.infer<typeof restoreRecordSchema>;
 
 export type PlanKind = "item" | "feature-service" | "view";
 export type PlanAction = "create" | "overwrite" | "skip";

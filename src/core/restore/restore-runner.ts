@@ -24,6 +24,7 @@ import {
   restoreBlobPrefix,
 } from "./model.js";
 import { buildPlan } from "./plan.js";
+import { failRestore, logRestoreCompleted } from "./restore-end.js";
 import type { RestoreStore } from "./restore-store.js";
 import {
   FolderResolver,
@@ -289,18 +290,16 @@ export class RestoreRunner {
       if (input.error) next.error = input.error;
     });
     this.plans.delete(input.restoreId);
-    this.deps.log.info("RestoreCompleted", {
-      restoreId: input.restoreId,
-      identityId: input.identityId,
-      targetIdentityId: record.target.identityId,
-      status: updated.status,
-      itemsTotal: updated.itemsTotal,
-      itemsRestored: updated.itemsRestored,
-      itemsFailed: updated.itemsFailed,
-      itemsSkipped: updated.itemsSkipped,
-      durationMs: Date.parse(endedAt) - Date.parse(record.startedAt),
-    });
+    logRestoreCompleted(this.deps.log, updated);
     return updated;
+  }
+
+  /**
+   * Activity: ends the restore as `failed` with the reason through the runs table alone — the last
+   * resort of an orchestration that could not finish it (its report failed past its retries).
+   */
+  async recordFailure(input: RestoreInput & { error: { code: string; message: string } }) {
+    return failRestore(this.deps, input.identityId, input.restoreId, input.error);
   }
 
   async readReport(identityId: string, name: string): Promise<RestoreReport | undefined> {

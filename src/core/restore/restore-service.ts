@@ -1,10 +1,10 @@
 import { PortalError } from "../arcgis/portal-errors.js";
-import type { OrchestrationClient } from "../backup/backup-service.js";
+import type { BackupService } from "../backup/backup-service.js";
 import { RUN_ID_PATTERN } from "../backup/layout.js";
-import type { RunStore } from "../backup/runs.js";
 import { ConflictError, NotFoundError, ValidationError } from "../errors.js";
 import type { IdentityService } from "../identities/identity-service.js";
 import type { Logger } from "../log.js";
+import { type OrchestrationClient, type OrchestrationState, readOrchestration } from "../orchestrations.js";
 import { parseInput } from "../validation.js";
 import { isSystemic } from "./context.js";
 import {
@@ -15,6 +15,7 @@ import {
   type RestoreReport,
   restoreRequestSchema,
 } from "./model.js";
+import { failRestore } from "./restore-end.js";
 import type { RestoreRunner } from "./restore-runner.js";
 import type { RestoreStore } from "./restore-store.js";
 import { assertCanCreate } from "./target.js";
@@ -31,12 +32,9 @@ export type RestoreView = Omit<RestoreRecord, "report"> & {
   reportBlob?: string;
   report?: RestoreReport;
   progress?: unknown;
-  runtimeStatus?: string;
 };
 
 export type StartResult = { dryRun: true; plan: RestorePlan } | { dryRun: false; restore: RestoreRecord };
-
-const TERMINAL = new Set(["Completed", "Failed", "Terminated", "Canceled"]);
 
 /**
  * Start a restore (or answer its plan: a dry run), follow it, read its report. Restores are not
@@ -47,7 +45,7 @@ export class RestoreService {
   constructor(
     private readonly deps: {
       identities: IdentityService;
-      runs: RunStore;
+      backups: BackupService;
       store: RestoreStore;
       runner: RestoreRunner;
       log: Logger;
@@ -55,14 +53,14 @@ export class RestoreService {
   ) {}
 
   async start(identityId: string, body: unknown, orchestrations: OrchestrationClient): Promise<StartResult> {
-    const input = parseInput(restoreRequestSchema, body ?? {});
+    const input = parseInput(restoreRequestSchema, body);
     const identity = await this.deps.identities.get(identityId);
     const targetId = input.target.identityId ?? identity.id;
     const target = targetId === identity.id ? identity : await this.deps.identities.get(targetId);
     if (!RUN_ID_PATTERN.test(input.runId) || !input.runId.startsWith("b-")) {
       throw new NotFoundError(`Backup run ${input.runId} not found`);
     }
-    const run = await this.deps.runs.get(input.runId);
+    const run = await this.deps.backups.current(input.runId, orchestrations);
     if (run && run.identityId !== identity.id) throw new NotFoundError(`Backup run ${input.runId} not found`);
     if (run?.status === "running") {
       throw new ConflictError(
@@ -137,27 +135,54 @@ export class RestoreService {
     return { dryRun: false, restore: record };
   }
 
-  async list(identityId: string): Promise<RestoreRecord[]> {
+  /** Restores of the identity's backups, newest first; one whose orchestration has ended is shown ended. */
+  async list(identityId: string, orchestrations: OrchestrationClient): Promise<RestoreRecord[]> {
     const identity = await this.deps.identities.get(identityId);
-    return this.deps.store.list(identity.id);
+    const records = await this.deps.store.list(identity.id);
+    return Promise.all(
+      records.map(async (record) =>
+        record.status === "running" ? (await this.settle(record, orchestrations)).record : record,
+      ),
+    );
   }
 
   /** The restore; live progress while it runs, its report once it has ended. */
   async get(restoreId: string, orchestrations: OrchestrationClient): Promise<RestoreView> {
-    const record = RESTORE_ID_PATTERN.test(restoreId) ? await this.deps.store.get(restoreId) : undefined;
-    if (!record) throw new NotFoundError(`Restore ${restoreId} not found`);
+    const found = RESTORE_ID_PATTERN.test(restoreId) ? await this.deps.store.get(restoreId) : undefined;
+    if (!found) throw new NotFoundError(`Restore ${restoreId} not found`);
+    const { record, state } = await this.settle(found, orchestrations);
     const { report: reportBlob, ...rest } = record;
     if (record.status === "running") {
-      const status = await orchestrations.status(restoreId);
-      return {
-        ...rest,
-        ...(status?.customStatus ? { progress: status.customStatus } : {}),
-        // An orchestration that ended without its final activity says so here.
-        ...(status && TERMINAL.has(status.runtimeStatus) ? { runtimeStatus: status.runtimeStatus } : {}),
-      };
+      return { ...rest, ...(state?.customStatus ? { progress: state.customStatus } : {}) };
     }
     const report = reportBlob ? await this.deps.runner.readReport(record.identityId, reportBlob) : undefined;
     return { ...rest, ...(reportBlob ? { reportBlob } : {}), ...(report ? { report } : {}) };
+  }
+
+  /** The restore's record as it stands (see `settle`), or undefined when there is no such restore. */
+  async current(restoreId: string, orchestrations: OrchestrationClient): Promise<RestoreRecord | undefined> {
+    const found = RESTORE_ID_PATTERN.test(restoreId) ? await this.deps.store.get(restoreId) : undefined;
+    return found && (await this.settle(found, orchestrations)).record;
+  }
+
+  /**
+   * The restore as it really stands: a record still `running` whose orchestration has ended
+   * (failed, terminated, crashed past its retries) is ended `failed` with the reason now, once.
+   */
+  private async settle(
+    record: RestoreRecord,
+    orchestrations: OrchestrationClient,
+  ): Promise<{ record: RestoreRecord; state?: OrchestrationState }> {
+    if (record.status !== "running") return { record };
+    const reading = await readOrchestration(
+      orchestrations,
+      record.restoreId,
+      record.startedAt,
+      this.deps.log,
+    );
+    if (!reading?.end) return { record, ...(reading?.state ? { state: reading.state } : {}) };
+    this.deps.log.warn("Restore ended by its orchestration", { restoreId: record.restoreId, ...reading.end });
+    return { record: await failRestore(this.deps, record.identityId, record.restoreId, reading.end) };
   }
 
   private async checkOwner(targetId: string, owner: string, orgId: string | null): Promise<void> {

@@ -41,7 +41,7 @@ async function build(base: Services): Promise<RestoreServices> {
   });
   const restores = new RestoreService({
     identities: base.identities,
-    runs: base.runs,
+    backups: base.backups,
     store,
     runner,
     log: base.log,

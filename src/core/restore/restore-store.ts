@@ -1,6 +1,6 @@
 import type { TableClient } from "@azure/data-tables";
 import { isStatus } from "../identities/table-identity-store.js";
-import type { ItemProgress, RestoreRecord } from "./model.js";
+import { type ItemProgress, type RestoreRecord, restoreRecordSchema } from "./model.js";
 
 interface DocumentEntity {
   partitionKey: string;
@@ -27,7 +27,7 @@ export class RestoreStore {
     const rows = this.table.listEntities<DocumentEntity>({
       queryOptions: { filter: `RowKey eq '${quote(recordRow(restoreId))}'` },
     });
-    for await (const row of rows) return JSON.parse(row.document) as RestoreRecord;
+    for await (const row of rows) return recordOf(row);
     return undefined;
   }
 
@@ -40,7 +40,7 @@ export class RestoreStore {
       },
     });
     for await (const row of rows) {
-      out.push(JSON.parse(row.document) as RestoreRecord);
+      out.push(recordOf(row));
       if (out.length >= limit) break;
     }
     return out;
@@ -54,7 +54,7 @@ export class RestoreStore {
   ): Promise<RestoreRecord> {
     for (let attempt = 0; ; attempt++) {
       const row = await this.table.getEntity<DocumentEntity>(identityId, recordRow(restoreId));
-      const record = JSON.parse(row.document) as RestoreRecord;
+      const record = recordOf(row);
       change(record);
       try {
         await this.table.updateEntity(recordEntity(record), "Replace", { etag: row.etag });
@@ -63,6 +63,26 @@ export class RestoreStore {
         if (!isStatus(error, 412) || attempt >= 5) throw error;
       }
     }
+  }
+
+  /**
+   * Ends a restore that is still running as `failed` with the reason; one that has already ended
+   * keeps its outcome, so callers may race: `ended` says whether this call did it.
+   */
+  async endAsFailed(
+    identityId: string,
+    restoreId: string,
+    error: { code: string; message: string },
+  ): Promise<{ record: RestoreRecord; ended: boolean }> {
+    let ended = false;
+    const record = await this.update(identityId, restoreId, (next) => {
+      ended = next.status === "running";
+      if (!ended) return;
+      next.status = "failed";
+      next.endedAt = new Date().toISOString();
+      next.error = error;
+    });
+    return { record, ended };
   }
 
   async getItem(restoreId: string, itemId: string): Promise<ItemProgress | undefined> {
@@ -106,6 +126,17 @@ function recordEntity(record: RestoreRecord): DocumentEntity {
     rowKey: recordRow(record.restoreId),
     document: JSON.stringify(record),
   };
+}
+
+function recordOf(row: DocumentEntity): RestoreRecord {
+  const parsed = restoreRecordSchema.safeParse(JSON.parse(row.document));
+  if (!parsed.success) {
+    const issue = parsed.error.issues[0];
+    throw new Error(
+      `The record of restore ${row.rowKey} is damaged: ${issue?.path.join(".")}: ${issue?.message}`,
+    );
+  }
+  return parsed.data;
 }
 
 function quote(value: string): string {

@@ -8,6 +8,8 @@ import {
 } from "@azure/storage-blob";
 import { developmentStorageConnectionString } from "../config.js";
 import { ValidationError } from "../errors.js";
+import { GuardedHttpAgent, GuardedHttpsAgent } from "../net/guarded-agents.js";
+import { assertSecureUrl, isLoopbackHost } from "../net/host-policy.js";
 import { STORAGE_ERROR_CODES, StorageError } from "./storage-errors.js";
 
 /** Backup storage of an identity: a container reached with a connection string (a secret). */
@@ -97,25 +99,32 @@ const KNOWN_KEYS = new Map(
   ].map((key) => [key.toLowerCase(), key]),
 );
 
-function malformed(problem: string): StorageError {
+function malformedConnectionString(problem: string, field: string): StorageError {
   return new StorageError(
     STORAGE_ERROR_CODES.connectionString,
     `The connection string is malformed: ${problem}`,
-    {
-      field: "connectionString",
-    },
+    { field },
   );
+}
+
+/** The transport rule, and the field errors name ("storage.connectionString" in an identity). */
+interface EndpointOptions {
+  allowInsecureLoopback?: boolean;
+  field?: string;
 }
 
 /**
  * Parses an Azure Storage connection string (account key or SAS form). Throws StorageError
  * ERR_STORAGE_CONNECTION_STRING naming what is wrong, never quoting the string. The endpoint
- * must be https unless it is loopback and allowInsecureLoopback is set (ERR_VALIDATION).
+ * must be https unless it is loopback and allowInsecureLoopback is set, and never a link-local
+ * or metadata address (ERR_VALIDATION). The one check of a connection string, on every input.
  */
 export function parseBlobConnectionString(
   connectionString: string,
-  options: { allowInsecureLoopback?: boolean } = {},
+  options: EndpointOptions = {},
 ): ParsedBlobConnectionString {
+  const field = options.field ?? "connectionString";
+  const malformed = (problem: string) => malformedConnectionString(problem, field);
   if (typeof connectionString !== "string" || connectionString.trim() === "") {
     throw malformed("it is empty");
   }
@@ -174,7 +183,7 @@ export function parseBlobConnectionString(
   if ((url.protocol !== "https:" && url.protocol !== "http:") || url.search || url.username || url.password) {
     throw malformed("BlobEndpoint must be a plain https URL");
   }
-  assertSecureEndpoint(url, "connectionString", options.allowInsecureLoopback === true);
+  assertSecureUrl(url, field, options.allowInsecureLoopback === true);
   const blobEndpoint = `${url.origin}${url.pathname.replace(/\/+$/, "")}`;
   const account = accountName ?? accountFromEndpoint(url);
   return {
@@ -184,40 +193,50 @@ export function parseBlobConnectionString(
   };
 }
 
-function isLoopback(hostname: string): boolean {
-  const host = hostname.replace(/^\[|\]$/g, "");
-  return host === "localhost" || host === "::1" || /^127(?:\.\d{1,3}){3}$/.test(host);
-}
-
-function assertSecureEndpoint(url: URL, field: string, allowInsecureLoopback: boolean): void {
-  if (url.protocol === "https:") return;
-  if (url.protocol === "http:" && allowInsecureLoopback && isLoopback(url.hostname)) return;
-  throw new ValidationError("Storage endpoints must use https (http only on loopback in development)", field);
-}
-
 /** account from https://<account>.blob.… or a path-style (Azurite) http://127.0.0.1:port/<account>. */
 function accountFromEndpoint(url: URL): string {
   const first = url.pathname.split("/").find(Boolean);
-  if (first && (isLoopback(url.hostname) || /^\d+\.\d+\.\d+\.\d+$/.test(url.hostname))) return first;
+  if (first && (isLoopbackHost(url.hostname) || /^\d+\.\d+\.\d+\.\d+$/.test(url.hostname))) return first;
   return url.hostname.split(".")[0] ?? url.hostname;
 }
 
-/** Checks an accountUrl target's URL; returns it without a trailing slash. */
-export function parseAccountUrl(accountUrl: string, options: { allowInsecureLoopback?: boolean } = {}): URL {
+/** Checks an accountUrl target's URL (https, no SAS, no metadata host); errors name `field`. */
+export function parseAccountUrl(accountUrl: string, options: EndpointOptions = {}): URL {
+  const field = options.field ?? "accountUrl";
   let url: URL;
   try {
     url = new URL(accountUrl);
   } catch {
-    throw new ValidationError("accountUrl is not a URL", "accountUrl");
+    throw new ValidationError(`${field} is not a URL`, field);
   }
-  if (url.search || url.username || url.password || url.hash) {
+  if (url.search || url.hash) {
     throw new ValidationError(
-      "accountUrl must be the plain blob endpoint (a SAS is a secret: give it as a connection string with SharedAccessSignature=…)",
-      "accountUrl",
+      `${field} must be the plain blob endpoint (a SAS is a secret: give it as a connection string with SharedAccessSignature=…)`,
+      field,
     );
   }
-  assertSecureEndpoint(url, "accountUrl", options.allowInsecureLoopback === true);
+  assertSecureUrl(url, field, options.allowInsecureLoopback === true);
   return url;
+}
+
+/**
+ * Agents that refuse link-local and metadata addresses, after DNS and on redirects too (exported
+ * so a test can see the blob traffic goes through them).
+ */
+export const BLOB_AGENTS = {
+  "http:": new GuardedHttpAgent({ keepAlive: true }),
+  "https:": new GuardedHttpsAgent({ keepAlive: true }),
+};
+
+function pipelineOptions(endpoint: string, options: OpenBlobContainerOptions): StoragePipelineOptions {
+  const protocol = new URL(endpoint).protocol === "http:" ? "http:" : "https:";
+  // `agent` is core-rest-pipeline's PipelineOptions.agent, which the storage client passes on
+  // to its pipeline (an agent policy) although its own options type does not list it.
+  const pipeline: StoragePipelineOptions & { agent: GuardedHttpAgent | GuardedHttpsAgent } = {
+    retryOptions: { ...DEFAULT_BLOB_RETRY_OPTIONS, ...options.retryOptions },
+    agent: BLOB_AGENTS[protocol],
+  };
+  return pipeline;
 }
 
 /**
@@ -231,12 +250,10 @@ export function openBlobContainer(
   options: OpenBlobContainerOptions = {},
 ): ContainerClient {
   assertContainerName(target.container);
-  const pipeline: StoragePipelineOptions = {
-    retryOptions: { ...DEFAULT_BLOB_RETRY_OPTIONS, ...options.retryOptions },
-  };
   const container = encodeURIComponent(target.container);
   if ("connectionString" in target && target.connectionString !== undefined) {
     const parsed = parseBlobConnectionString(target.connectionString, options);
+    const pipeline = pipelineOptions(parsed.blobEndpoint, options);
     if (parsed.accountKey !== undefined) {
       return new ContainerClient(
         `${parsed.blobEndpoint}/${container}`,
@@ -261,5 +278,5 @@ export function openBlobContainer(
     );
   }
   const base = `${url.origin}${url.pathname.replace(/\/+$/, "")}`;
-  return new ContainerClient(`${base}/${container}`, options.credential, pipeline);
+  return new ContainerClient(`${base}/${container}`, options.credential, pipelineOptions(base, options));
 }

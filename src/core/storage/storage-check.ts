@@ -1,14 +1,16 @@
 import { randomUUID } from "node:crypto";
 import type { TokenCredential } from "@azure/identity";
 import type { ContainerClient, StorageRetryOptions } from "@azure/storage-blob";
-import { AppError, ValidationError } from "../errors.js";
-import { type BlobStorageTarget, containerNameProblem, openBlobContainer } from "./blob-container.js";
+import { AppError } from "../errors.js";
+import { parseInput } from "../validation.js";
+import { type BlobStorageTarget, openBlobContainer } from "./blob-container.js";
 import {
   STORAGE_ERROR_CODES,
   type StorageErrorCode,
   storageFailureFacts,
   toStorageError,
 } from "./storage-errors.js";
+import { storageCheckInputSchema } from "./storage-input.js";
 
 /** Body of POST /api/storage/check ("Check Azure Credentials"). */
 export type StorageCheckInput = BlobStorageTarget & { createIfMissing?: boolean };
@@ -60,37 +62,13 @@ export function storageCheckHttpStatus(result: StorageCheckResult | StorageCheck
   return 200;
 }
 
-/**
- * Checks an input shape without echoing values. Returns the target, or throws ValidationError.
- */
+/** Checks the body (unknown fields refused, wrong types named); never echoes a value. */
 export function parseStorageCheckInput(input: unknown): StorageCheckInput {
-  if (typeof input !== "object" || input === null || Array.isArray(input)) {
-    throw new ValidationError("The body must be a JSON object");
-  }
-  const body = input as Record<string, unknown>;
-  if (body.type !== "azure-blob") throw new ValidationError('type must be "azure-blob"', "type");
-  const problem = containerNameProblem(body.container);
-  if (problem) throw new ValidationError(problem, "container");
-  const container = body.container as string;
-  if (body.createIfMissing !== undefined && typeof body.createIfMissing !== "boolean") {
-    throw new ValidationError("createIfMissing must be true or false", "createIfMissing");
-  }
-  const createIfMissing = body.createIfMissing === true;
-  const hasConnectionString = body.connectionString !== undefined && body.connectionString !== null;
-  const hasAccountUrl = body.accountUrl !== undefined && body.accountUrl !== null;
-  if (hasConnectionString === hasAccountUrl) {
-    throw new ValidationError("Give exactly one of connectionString or accountUrl", "connectionString");
-  }
-  if (hasConnectionString) {
-    if (typeof body.connectionString !== "string" || body.connectionString.trim() === "") {
-      throw new ValidationError("connectionString must be a non-empty string", "connectionString");
-    }
-    return { type: "azure-blob", container, connectionString: body.connectionString, createIfMissing };
-  }
-  if (typeof body.accountUrl !== "string" || body.accountUrl.trim() === "") {
-    throw new ValidationError("accountUrl must be a non-empty string", "accountUrl");
-  }
-  return { type: "azure-blob", container, accountUrl: body.accountUrl.trim(), createIfMissing };
+  const body = parseInput(storageCheckInputSchema, input);
+  const { container, createIfMissing = false } = body;
+  return body.connectionString !== undefined
+    ? { type: "azure-blob", container, connectionString: body.connectionString, createIfMissing }
+    : { type: "azure-blob", container, accountUrl: body.accountUrl!, createIfMissing };
 }
 
 /**

@@ -1,4 +1,6 @@
 import { AppError } from "../errors.js";
+import { BLOCKED_ADDRESS_CODE } from "../net/guarded-agents.js";
+import { BLOCKED_HOST_TEXT } from "../net/host-policy.js";
 
 /** Stable codes of backup-storage failures (`AppError.code`). */
 export const STORAGE_ERROR_CODES = {
@@ -111,6 +113,13 @@ export function toStorageError(
     return new StorageError(
       STORAGE_ERROR_CODES.unreachable,
       `The ${where} did not answer in time; check the account name, endpoint and network access`,
+      { cause },
+    );
+  }
+  if (facts.code === BLOCKED_ADDRESS_CODE) {
+    return new StorageError(
+      STORAGE_ERROR_CODES.unreachable,
+      `The ${where} endpoint resolves to ${BLOCKED_HOST_TEXT}; the app does not connect there`,
       { cause },
     );
   }

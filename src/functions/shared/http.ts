@@ -1,5 +1,6 @@
+import type { Readable } from "node:stream";
 import type { HttpRequest, HttpResponseInit, InvocationContext } from "@azure/functions";
-import { AppError, PayloadTooLargeError, ValidationError } from "../../core/errors.js";
+import { AppError, MethodNotAllowedError, PayloadTooLargeError, ValidationError } from "../../core/errors.js";
 import { createLogger, formatLine, type Logger } from "../../core/log.js";
 
 export const MAX_BODY_BYTES = 1024 * 1024;
@@ -41,12 +42,25 @@ export function json(status: number, body: unknown, headers: Record<string, stri
   };
 }
 
+/** A stored JSON document, streamed through as it is read (never held in memory whole). */
+export function jsonStream(document: { body: Readable; size: number }): HttpResponseInit {
+  return {
+    status: 200,
+    body: document.body,
+    headers: { "content-type": "application/json; charset=utf-8", "content-length": String(document.size) },
+  };
+}
+
 /** A typed error becomes its status and `{ error: { code, message, field } }`; anything else a 500. */
 export function errorResponse(error: unknown, log: Logger): HttpResponseInit {
   if (error instanceof AppError && error.status < 500) {
-    return json(error.status, {
-      error: { code: error.code, message: error.message, ...(error.field ? { field: error.field } : {}) },
-    });
+    const headers: Record<string, string> =
+      error instanceof MethodNotAllowedError ? { allow: error.allowed.join(", ") } : {};
+    return json(
+      error.status,
+      { error: { code: error.code, message: error.message, ...(error.field ? { field: error.field } : {}) } },
+      headers,
+    );
   }
   if (error instanceof AppError) {
     log.error(error.message, { errorCode: error.code });

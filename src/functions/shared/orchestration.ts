@@ -11,8 +11,8 @@ export function retryPolicy(firstMs: number, maxMs: number): df.RetryOptions {
 
 /**
  * Keeps up to `limit` tasks running over `count` units of work; `onDone` sees each finished
- * task (maybe faulted) and may yield follow-up work. With `stop`, no new work starts once it
- * says so; with `interrupt` (an external event), waiting ends when it fires and `stop()` holds.
+ * task (maybe faulted) and may yield follow-up work. Once `stop` says so, no new work starts and
+ * the tasks already running are waited for.
  */
 export function* window(
   context: OrchestrationContext,
@@ -21,7 +21,6 @@ export function* window(
   startTask: (index: number) => Task,
   onDone: (index: number, task: Task) => Generator<Task, void, unknown> | undefined,
   stop: () => boolean = () => false,
-  interrupt?: Task,
 ): Generator<Task, void, unknown> {
   const running = new Map<Task, number>();
   let next = 0;
@@ -31,15 +30,10 @@ export function* window(
       next++;
     }
     if (running.size === 0) return;
-    const watch = [...running.keys()];
-    if (interrupt && !interrupt.isCompleted) watch.push(interrupt);
-    const winner = (yield context.df.Task.any(watch)) as Task;
-    if (winner === interrupt) continue;
+    const winner = (yield context.df.Task.any([...running.keys()])) as Task;
     const index = running.get(winner) ?? 0;
     running.delete(winner);
     const followUp = onDone(index, winner);
     if (followUp) yield* followUp;
-    // Interrupted: what already finished counts, the rest is abandoned.
-    if (stop() && interrupt?.isCompleted) return;
   }
 }
