@@ -15,6 +15,7 @@ import {
   peakRssMb,
   REPO,
   registerIdentity,
+  rssMb,
   startApp,
   timedBackup,
   UNPACED_BUDGET,
@@ -75,6 +76,7 @@ export const benchBackupLarge: BenchSection = async ({ quick }): Promise<BenchRe
         appCpuMsPerItem: full.appCpuMsPerItem.toFixed(1),
         cpuMsPerItem: full.cpuMsPerItem.map((ms) => ms.toFixed(1)).join(" / "),
         manifestItems: full.manifestItems,
+        appRssPeakDuringFull: `${full.rssPeak.mb.toFixed(0)} MB at ${full.rssPeak.at}`,
       });
       const durable = await durableStateRows(azurite);
       metrics.durableInstances = durable.instances;
@@ -126,12 +128,18 @@ async function backupAndMeasure(app: BenchApp, azurite: RunningAzurite, sim: Por
   sim.stats.reset();
   const cpuBefore = await cpuOf(app.host, azurite);
   let lastLine = 0;
-  const full = await timedBackup(app.host.baseUrl, identityId, {}, (status) => {
+  // Where the app's memory peaked (phase and items done), so what holds it can be found.
+  let rssPeak = { mb: 0, at: "" };
+  const full = await timedBackup(app.host.baseUrl, identityId, {}, async (status) => {
+    const progress = (status.progress ?? {}) as Record<string, unknown>;
+    const at = `${String(progress.phase ?? status.status)} ${String(progress.itemsDone ?? "")}`;
+    const mb = await rssMb(app.host.child.pid);
+    if (mb > rssPeak.mb) rssPeak = { mb, at };
     // A line a minute, so an hour-long run shows it is alive.
     if (performance.now() - lastLine < 60_000) return;
     lastLine = performance.now();
     process.stdout.write(
-      `  ${new Date().toISOString()} ${JSON.stringify(status.progress ?? status.status)}\n`,
+      `  ${new Date().toISOString()} ${at}/${String(progress.itemsTotal ?? "")} items, ${String(progress.itemsPerSecond ?? "")} items/s, app RSS ${mb.toFixed(0)} MB (peak ${rssPeak.mb.toFixed(0)} MB at ${rssPeak.at})\n`,
     );
   });
   const cpuMsPerItem = cpuSpent(cpuBefore, await cpuOf(app.host, azurite)).map((s) => (s * 1000) / items);
@@ -151,6 +159,7 @@ async function backupAndMeasure(app: BenchApp, azurite: RunningAzurite, sim: Por
     cpuMsPerItem,
     appCpuMsPerItem: cpuMsPerItem[0] ?? Number.NaN,
     manifestItems: manifest?.items.length ?? 0,
+    rssPeak,
   };
 }
 

@@ -51,9 +51,19 @@ export function cpuSpent(before: number[], after: number[]): number[] {
   return after.map((value, i) => value - (before[i] ?? 0));
 }
 
+/** The process's peak resident memory so far (VmHWM), in MB. */
 export function peakRssMb(pid: number | undefined): Promise<number> {
+  return statusFieldMb(pid, "VmHWM");
+}
+
+/** The process's resident memory now (VmRSS), in MB. */
+export function rssMb(pid: number | undefined): Promise<number> {
+  return statusFieldMb(pid, "VmRSS");
+}
+
+function statusFieldMb(pid: number | undefined, field: string): Promise<number> {
   return readFile(`/proc/${pid ?? 0}/status`, "utf8").then(
-    (status) => Number(/VmHWM:\s+(\d+)/.exec(status)?.[1] ?? Number.NaN) / 1024,
+    (status) => Number(new RegExp(`${field}:\\s+(\\d+)`).exec(status)?.[1] ?? Number.NaN) / 1024,
     () => Number.NaN,
   );
 }
