@@ -3,8 +3,8 @@ import { mkdtemp, rm } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import { BlobServiceClient } from "@azure/storage-blob";
-import { BackupStore } from "../src/core/backup/backup-store.js";
 import { readManifest } from "../src/core/backup/manifest.js";
+import { BlobBackupStore } from "../src/core/storage/blob-backup-store.js";
 import { ITEM_KINDS, type PortalSim, startPortalSim } from "../test/portal-sim/index.js";
 import { type RunningAzurite, startAzurite } from "../tools/azurite.js";
 import {
@@ -143,7 +143,7 @@ async function backupAndMeasure(app: BenchApp, azurite: RunningAzurite, sim: Por
     );
   });
   const cpuMsPerItem = cpuSpent(cpuBefore, await cpuOf(app.host, azurite)).map((s) => (s * 1000) / items);
-  const store = new BackupStore(
+  const store = new BlobBackupStore(
     BlobServiceClient.fromConnectionString(azurite.connectionString).getContainerClient(container),
     identityId,
   );

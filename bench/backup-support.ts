@@ -6,11 +6,16 @@ import { TableClient } from "@azure/data-tables";
 import { BlobServiceClient } from "@azure/storage-blob";
 import { PortalClient } from "../src/core/arcgis/portal-client.js";
 import { UsernamePasswordTokenProvider } from "../src/core/arcgis/token-providers.js";
-import { BackupStore } from "../src/core/backup/backup-store.js";
 import { CacheSpace } from "../src/core/backup/cache.js";
 import { exportItem } from "../src/core/backup/export-item.js";
-import { readInventoryChunk, takeInventory } from "../src/core/backup/inventory.js";
+import {
+  type InventoryRecord,
+  isInvalidLine,
+  readInventoryChunk,
+  takeInventory,
+} from "../src/core/backup/inventory.js";
 import { silentLogger } from "../src/core/log.js";
+import { BlobBackupStore } from "../src/core/storage/blob-backup-store.js";
 import type { PortalSim } from "../test/portal-sim/index.js";
 import type { RunningAzurite } from "../tools/azurite.js";
 import { type SpawnedHost, spawnLocalHost } from "../tools/local-host/spawn.js";
@@ -165,9 +170,11 @@ export async function naiveItemsPerSecond(
     `naive-${randomBytes(3).toString("hex")}`,
   );
   await container.create();
-  const store = new BackupStore(container, "00000000-0000-4000-8000-000000000001");
+  const store = new BlobBackupStore(container, "00000000-0000-4000-8000-000000000001");
   await takeInventory({ portal, store, runId: "b-naive", log: silentLogger });
-  const records = (await readInventoryChunk(store, "b-naive", 0)).slice(0, sample);
+  const records = (await readInventoryChunk(store, "b-naive", 0))
+    .filter((entry): entry is InventoryRecord => !isInvalidLine(entry))
+    .slice(0, sample);
   const space = new CacheSpace(1024 ** 3);
   const started = performance.now();
   for (const record of records) {

@@ -359,7 +359,7 @@ async function rawLoop(config: ChildConfig): Promise<RawReport> {
 }
 
 async function exportChild(config: ChildConfig): Promise<ExportReport> {
-  const { BackupStore } = await import("../src/core/backup/backup-store.js");
+  const { BlobBackupStore } = await import("../src/core/storage/blob-backup-store.js");
   const { CacheSpace } = await import("../src/core/backup/cache.js");
   const { exportItem } = await import("../src/core/backup/export-item.js");
   const { createFeatureDataExporter } = await import("../src/core/backup/feature-export.js");
@@ -369,7 +369,7 @@ async function exportChild(config: ChildConfig): Promise<ExportReport> {
   const container = BlobServiceClient.fromConnectionString(config.azurite).getContainerClient(
     config.container,
   );
-  const store = new BackupStore(container, "00000000-0000-4000-8000-00000000be7c");
+  const store = new BlobBackupStore(container, "00000000-0000-4000-8000-00000000be7c");
   const baselineRssKb = Math.round(process.memoryUsage().rss / 1024);
   // Peak RSS per phase, sampled: where the memory goes if it grows.
   let phase: keyof ExportReport["phaseRssKb"] = "pages";

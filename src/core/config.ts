@@ -1,6 +1,7 @@
 import os from "node:os";
 import path from "node:path";
 import { ConfigurationError } from "./errors.js";
+import type { OutageSettings } from "./outage.js";
 
 /**
  * Every app setting the code reads, in one place: the README documents them, the infra test
@@ -108,6 +109,27 @@ export const SETTINGS: readonly SettingSpec[] = [
     requiredInAzure: false,
   },
   {
+    name: "OUTAGE_PAUSE_SECONDS",
+    description:
+      "How long a batch that found the portal or the storage unreachable past its retries waits (a durable timer) before it runs again.",
+    defaultValue: "60",
+    requiredInAzure: false,
+  },
+  {
+    name: "OUTAGE_MAX_SECONDS",
+    description:
+      "The longest outage a run waits out; the items of a batch still unreachable after it fail with ERR_OUTAGE.",
+    defaultValue: "1800",
+    requiredInAzure: false,
+  },
+  {
+    name: "PORTAL_RETRY_BASE_DELAY_MS",
+    description:
+      "First backoff of a portal request's retries (full jitter, doubling up to 30 s, 5 retries). Lower it only for tests against a simulator.",
+    defaultValue: "500",
+    requiredInAzure: false,
+  },
+  {
     name: "LOG_LEVEL",
     description: "Lowest level of the app's own log lines: info, warn or error.",
     defaultValue: "info",
@@ -144,6 +166,9 @@ export interface AppConfig {
   managedIdentityClientId?: string;
   logLevel: "info" | "warn" | "error";
   requestUnitsWindowMs: number;
+  outage: OutageSettings;
+  /** First backoff of portal retries (PortalClientOptions.baseDelayMs). */
+  portalRetryBaseDelayMs: number;
 }
 
 type Env = Record<string, string | undefined>;
@@ -182,6 +207,11 @@ export function loadConfig(env: Env = process.env): AppConfig {
       "REQUEST_UNITS_WINDOW_SECONDS",
     );
   }
+  const outage: OutageSettings = {
+    pauseMs: numberSetting(env, "OUTAGE_PAUSE_SECONDS", 1, 3600) * 1000,
+    maxOutageMs: numberSetting(env, "OUTAGE_MAX_SECONDS", 0, 7 * 24 * 3600) * 1000,
+  };
+  const portalRetryBaseDelayMs = numberSetting(env, "PORTAL_RETRY_BASE_DELAY_MS", 1, 60_000);
   const connectionString = env.AzureWebJobsStorage?.trim();
   const appStorage: AppStorageConfig = {};
   if (connectionString) {
@@ -211,6 +241,8 @@ export function loadConfig(env: Env = process.env): AppConfig {
     cacheMaxBytes,
     logLevel,
     requestUnitsWindowMs: windowSeconds * 1000,
+    outage,
+    portalRetryBaseDelayMs,
   };
   if (keyVaultUrl) config.keyVaultUrl = keyVaultUrl;
   const publicBaseUrl = setting(env, "PUBLIC_BASE_URL");
@@ -218,6 +250,15 @@ export function loadConfig(env: Env = process.env): AppConfig {
   const clientId = setting(env, "AZURE_CLIENT_ID");
   if (clientId) config.managedIdentityClientId = clientId;
   return config;
+}
+
+/** A number setting within [min, max]; anything else names the setting. */
+function numberSetting(env: Env, name: string, min: number, max: number): number {
+  const value = Number(setting(env, name));
+  if (!Number.isFinite(value) || value < min || value > max) {
+    throw new ConfigurationError(`${name} must be a number from ${min} to ${max}`, name);
+  }
+  return value;
 }
 
 /** The emulator's well-known account on its default ports, as UseDevelopmentStorage=true means. */

@@ -1,8 +1,6 @@
-import type { Readable } from "node:stream";
-import type { ContainerClient } from "@azure/storage-blob";
 import type { BackupService } from "./backup/backup-service.js";
-import { BackupStore } from "./backup/backup-store.js";
-import { MANIFEST_NAME, RUN_ID_PATTERN, runPrefix } from "./backup/layout.js";
+import type { BackupStore, OpenedBlob } from "./backup/backup-store.js";
+import { manifestName, RUN_ID_PATTERN } from "./backup/layout.js";
 import { NotFoundError } from "./errors.js";
 import type { StoredIdentity } from "./identities/identity.js";
 import type { IdentityService } from "./identities/identity-service.js";
@@ -12,10 +10,7 @@ import { getRestoreServices } from "./restore/restore-services.js";
 import { getServices } from "./services.js";
 
 /** A document opened for streaming from Blob, with its size in bytes. */
-export interface DocumentStream {
-  body: Readable;
-  size: number;
-}
+export type DocumentStream = OpenedBlob;
 
 /** A run's manifest or report is written when the run ends: asked for before, this code says so. */
 export const STILL_RUNNING = "ERR_STILL_RUNNING";
@@ -32,7 +27,7 @@ export class RunDocuments {
       backups: Pick<BackupService, "current">;
       restores: Pick<RestoreService, "current">;
       identities: IdentityService;
-      openContainer(identity: StoredIdentity): Promise<ContainerClient>;
+      openStore(identity: StoredIdentity): Promise<BackupStore>;
     },
   ) {}
 
@@ -47,7 +42,7 @@ export class RunDocuments {
       );
     }
     const missing = `Backup run ${runId} has no manifest (it ended ${run.status} before writing one)`;
-    return this.open(run.identityId, `${runPrefix(runId)}${MANIFEST_NAME}`, missing);
+    return this.open(run.identityId, manifestName(runId), missing);
   }
 
   async report(restoreId: string, orchestrations: OrchestrationClient): Promise<DocumentStream> {
@@ -66,8 +61,7 @@ export class RunDocuments {
 
   private async open(identityId: string, relative: string, missing: string): Promise<DocumentStream> {
     const identity = await this.deps.identities.get(identityId);
-    const store = new BackupStore(await this.deps.openContainer(identity), identity.id);
-    const document = await store.openIfExists(relative);
+    const document = await (await this.deps.openStore(identity)).openIfExists(relative);
     if (!document) throw new NotFoundError(missing);
     return document;
   }
@@ -81,6 +75,6 @@ export async function getRunDocuments(): Promise<RunDocuments> {
     backups: services.backups,
     restores,
     identities: services.identities,
-    openContainer: (identity) => services.openContainer(identity),
+    openStore: (identity) => services.openStore(identity),
   });
 }

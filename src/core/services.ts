@@ -1,9 +1,9 @@
 import type { TokenCredential } from "@azure/identity";
-import type { ContainerClient } from "@azure/storage-blob";
 import { GOVERNOR_TABLE, type OrgRateGovernor, sharedOrgGovernor } from "./arcgis/governor/index.js";
 import type { PortalClient, RequestPacer } from "./arcgis/portal-client.js";
 import { BackupRunner } from "./backup/backup-runner.js";
 import { BackupService } from "./backup/backup-service.js";
+import type { BackupStore } from "./backup/backup-store.js";
 import { createFeatureDataExporter } from "./backup/feature-export.js";
 import { RunStore } from "./backup/runs.js";
 import { type AppConfig, loadConfig } from "./config.js";
@@ -16,6 +16,7 @@ import { TableIdentityStore } from "./identities/table-identity-store.js";
 import { atLevel, consoleLogger, type Logger } from "./log.js";
 import { createSecretStore, defaultCredential } from "./secrets/create-secret-store.js";
 import type { SecretStore } from "./secrets/secret-store.js";
+import { BlobBackupStore } from "./storage/blob-backup-store.js";
 import { openBlobContainer } from "./storage/blob-container.js";
 import { openAppTable } from "./tables/table-client.js";
 
@@ -30,8 +31,11 @@ export interface Services {
   runs: RunStore;
   backups: BackupService;
   runner: BackupRunner;
-  /** The identity's backup container (connection string from the secret store, or the app's identity). */
-  openContainer(identity: StoredIdentity): Promise<ContainerClient>;
+  /**
+   * The identity's backup store: its folder of its backup container (reached with the connection
+   * string from the secret store, or the app's identity).
+   */
+  openStore(identity: StoredIdentity): Promise<BackupStore>;
   /** The org's request-unit governor, shared by every backup and restore of the org. */
   governorFor(identity: StoredIdentity): Promise<OrgRateGovernor>;
   /** A signed-in portal client for the identity (secrets read from the secret store). */
@@ -88,6 +92,7 @@ async function buildServices(): Promise<Services> {
         await identities.saveRefreshToken(identity.id, token);
       },
       ...(options.pacer ? { pacer: options.pacer } : {}),
+      client: { baseDelayMs: config.portalRetryBaseDelayMs },
     });
   const openContainer = async (identity: StoredIdentity) => {
     const { container, accountUrl } = identity.storage;
@@ -105,6 +110,8 @@ async function buildServices(): Promise<Services> {
       { allowInsecureLoopback: config.allowInsecureLoopback },
     );
   };
+  const openStore = async (identity: StoredIdentity): Promise<BackupStore> =>
+    new BlobBackupStore(await openContainer(identity), identity.id);
   const runs = new RunStore(await openAppTable(config.appStorage, config.runsTable, lazyCredential));
   const backups = new BackupService({ identities, runs, log });
   const governorTable = await openAppTable(config.appStorage, GOVERNOR_TABLE, lazyCredential);
@@ -119,10 +126,11 @@ async function buildServices(): Promise<Services> {
     identities,
     runs,
     portalFor,
-    openContainer,
+    openStore,
     serviceDataFor: (portal, runLog) => createFeatureDataExporter(portal, { log: runLog }),
     governorFor,
     cacheMaxBytes: config.cacheMaxBytes,
+    outage: config.outage,
     log,
   });
   return {
@@ -133,7 +141,7 @@ async function buildServices(): Promise<Services> {
     identities,
     oauth,
     portalFor,
-    openContainer,
+    openStore,
     runs,
     backups,
     runner,

@@ -23,12 +23,21 @@ function issueError(issue: z.core.$ZodIssue | undefined, root: string[]): Valida
     return fieldError([...path, issue.keys[0]].join("."), (label) => `${label} is not a known field`);
   }
   const field = path.join(".");
-  if (issue.code === "invalid_type") {
-    if (issue.input === undefined && field) return fieldError(field, (label) => `${label} is required`);
-    const expected = `expected ${withArticle(issue.expected)}, got ${describeValue(issue.input)}`;
-    return fieldError(field, (label) => `${label}: ${expected}`);
+  if (issue.code === "invalid_type" && issue.input === undefined && field) {
+    return fieldError(field, (label) => `${label} is required`);
   }
-  return fieldError(field, (label) => `${label}: ${issue.message}`);
+  return fieldError(field, (label) => `${label}: ${issueProblem(issue)}`);
+}
+
+/**
+ * What an issue found wrong, without the value (it may be a secret): "expected a string, got a
+ * number", or the schema's own message. Needs the issue's input (`reportInput`).
+ */
+export function issueProblem(issue: z.core.$ZodIssue): string {
+  if (issue.code === "invalid_type") {
+    return `expected ${withArticle(issue.expected)}, got ${describeValue(issue.input)}`;
+  }
+  return issue.message;
 }
 
 /** The error names the field (quoted when it holds odd characters); no field: the whole body. */

@@ -1,14 +1,19 @@
 import type { OrchestrationContext, OrchestrationHandler, Task } from "durable-functions";
 import * as df from "durable-functions";
-import { z } from "zod";
-import type {
-  BackupRunner,
-  BatchInput,
-  FinalizeInput,
-  InventoryOutcome,
-} from "../core/backup/backup-runner.js";
-import { BACKUP_ORCHESTRATOR, type BackupRunInput } from "../core/backup/backup-service.js";
-import { RUN_ID_PATTERN } from "../core/backup/layout.js";
+import {
+  type BackupRunInput,
+  type BatchInput,
+  backupRunInputSchema,
+  batchInputSchema,
+  type ChunkInput,
+  chunkInputSchema,
+  type FinalizeInput,
+  failBatchInputSchema,
+  finalizeInputSchema,
+  recordFailureInputSchema,
+} from "../core/backup/activity-inputs.js";
+import type { InventoryOutcome } from "../core/backup/backup-runner.js";
+import { BACKUP_ORCHESTRATOR } from "../core/backup/backup-service.js";
 import {
   addBatchCounts,
   type BatchCounts,
@@ -17,10 +22,10 @@ import {
   itemsPerSecond,
   type RunProgress,
 } from "../core/backup/progress.js";
-import { backupFilterSchema } from "../core/backup/runs.js";
 import { errorMessage } from "../core/errors.js";
 import { getServices } from "../core/services.js";
-import { retryPolicy, window } from "./shared/orchestration.js";
+import { parseOrchestrationInput, validatedActivity } from "./shared/activity-input.js";
+import { type OutageClock, retryPolicy, settleBatch, window } from "./shared/orchestration.js";
 
 // A backup run: inventory → chunks of the inventory as sub-orchestrations (a few at a time) →
 // batches of items as activities → manifest. Only counts cross the history; items stay in Blob.
@@ -37,24 +42,10 @@ const BATCHES_IN_FLIGHT = 16;
 
 const retry = () => retryPolicy(5_000, 60_000);
 
-const runInputSchema = z.object({
-  runId: z.string().regex(RUN_ID_PATTERN),
-  identityId: z.string().min(1),
-  filter: backupFilterSchema.optional(),
-});
-
-interface ChunkInput extends BackupRunInput {
-  chunkIndex: number;
-  items: number;
-  batchSize: number;
-}
-
 const chunkInstanceId = (runId: string, chunkIndex: number) => `${runId}-chunk-${chunkIndex}`;
 
 const backupOrchestrator: OrchestrationHandler = function* (context) {
-  const parsed = runInputSchema.safeParse(context.df.getInput());
-  if (!parsed.success) throw new Error(`${BACKUP_ORCHESTRATOR}: invalid input: ${parsed.error.message}`);
-  const input = parsed.data;
+  const input = parseOrchestrationInput(backupRunInputSchema, context.df.getInput(), BACKUP_ORCHESTRATOR);
   try {
     return yield* runBackup(context, input);
   } catch (error) {
@@ -130,6 +121,8 @@ function* exportChunks(
   progress: RunProgress,
 ): Generator<Task, void, unknown> {
   let stopped = false;
+  // As the chunk that ended last saw it: a chunk started during an outage does not wait it out anew.
+  let outageSince: string | undefined;
   yield* window(
     context,
     inventory.chunkCount,
@@ -140,6 +133,7 @@ function* exportChunks(
         chunkIndex,
         items: Math.min(inventory.chunkSize, inventory.itemCount - chunkIndex * inventory.chunkSize),
         batchSize: inventory.batchSize,
+        ...(outageSince ? { outageSince } : {}),
       };
       const instanceId = chunkInstanceId(input.runId, chunkIndex);
       progress.runningChunks.push(instanceId);
@@ -150,9 +144,10 @@ function* exportChunks(
       const instanceId = chunkInstanceId(input.runId, chunkIndex);
       progress.runningChunks = progress.runningChunks.filter((id) => id !== instanceId);
       if (!task.isFaulted) {
-        const outcome = task.result as BatchOutcome;
+        const outcome = task.result as ChunkOutcome;
         addBatchCounts(progress, outcome);
         stopped ||= outcome.stopped;
+        outageSince = outcome.outageSince;
       }
       progress.itemsDone = progress.exported + progress.unchanged + progress.failed;
       progress.chunksDone++;
@@ -168,64 +163,73 @@ function* exportChunks(
   );
 }
 
+/** A chunk's result; `outageSince`: an outage was still going on when it ended. */
+type ChunkOutcome = BatchOutcome & { outageSince?: string };
+
 const backupChunkOrchestrator: OrchestrationHandler = function* (context) {
-  const input = context.df.getInput() as ChunkInput;
+  const input = parseOrchestrationInput(chunkInputSchema, context.df.getInput(), CHUNK_ORCHESTRATOR);
   const totals = emptyBatchCounts();
   let stopped = false;
+  // An outage the chunks before met, still going on: counted from its start, not from this chunk's.
+  const outage: OutageClock = { since: input.outageSince };
   const batches = Math.ceil(input.items / input.batchSize);
+  const exportBatch = (batchIndex: number, afterPause: boolean) =>
+    context.df.callActivityWithRetry(EXPORT_BATCH_ACTIVITY, retry(), {
+      runId: input.runId,
+      identityId: input.identityId,
+      chunkIndex: input.chunkIndex,
+      batchIndex,
+      ...(afterPause ? { afterPause } : {}),
+    } satisfies BatchInput);
+  const count = (outcome: BatchOutcome) => {
+    addBatchCounts(totals, outcome);
+    // A cancelled run: no more batches start; those in flight stop on their own.
+    stopped ||= outcome.stopped;
+    context.df.setCustomStatus(totals);
+  };
   yield* window(
     context,
     batches,
     BATCHES_IN_FLIGHT,
-    (batchIndex) =>
-      context.df.callActivityWithRetry(EXPORT_BATCH_ACTIVITY, retry(), {
-        runId: input.runId,
-        identityId: input.identityId,
-        chunkIndex: input.chunkIndex,
-        batchIndex,
-      } satisfies BatchInput),
+    (batchIndex) => exportBatch(batchIndex, false),
     function* (batchIndex, task) {
-      if (!task.isFaulted) {
-        const outcome = task.result as BatchOutcome;
-        addBatchCounts(totals, outcome);
-        // A cancelled run: no more batches start; those in flight stop on their own.
-        stopped ||= outcome.stopped;
-        context.df.setCustomStatus(totals);
-        return;
-      }
-      // Retries exhausted (the portal stayed down or throttled): record the batch as failed.
+      const failure = yield* settleBatch(context, outage, task, () => exportBatch(batchIndex, true), count);
+      if (!failure) return;
       const failed = (yield context.df.callActivityWithRetry(FAIL_BATCH_ACTIVITY, retry(), {
         runId: input.runId,
         identityId: input.identityId,
         chunkIndex: input.chunkIndex,
         batchIndex,
-        reason: String((task.result as Error | undefined)?.message ?? "the batch failed after its retries"),
+        ...failure,
       })) as BatchCounts;
       addBatchCounts(totals, failed);
       context.df.setCustomStatus(totals);
     },
     () => stopped,
   );
-  const outcome: BatchOutcome = { ...totals, stopped };
+  const outcome: ChunkOutcome = {
+    ...totals,
+    stopped,
+    ...(outage.since ? { outageSince: outage.since } : {}),
+  };
   return outcome;
 };
 
 df.app.orchestration(BACKUP_ORCHESTRATOR, backupOrchestrator);
 df.app.orchestration(CHUNK_ORCHESTRATOR, backupChunkOrchestrator);
 
-df.app.activity(INVENTORY_ACTIVITY, {
-  handler: async (input: BackupRunInput) => (await getServices()).runner.inventory(input),
-});
-df.app.activity(EXPORT_BATCH_ACTIVITY, {
-  handler: async (input: BatchInput) => (await getServices()).runner.exportBatch(input),
-});
-df.app.activity(FAIL_BATCH_ACTIVITY, {
-  handler: async (input: BatchInput & { reason: string }) => (await getServices()).runner.failBatch(input),
-});
-df.app.activity(FINALIZE_ACTIVITY, {
-  handler: async (input: FinalizeInput) => (await getServices()).runner.finalize(input),
-});
-df.app.activity(RECORD_FAILURE_ACTIVITY, {
-  handler: async (input: Parameters<BackupRunner["recordFailure"]>[0]) =>
-    (await getServices()).runner.recordFailure(input),
-});
+validatedActivity(INVENTORY_ACTIVITY, backupRunInputSchema, async (input) =>
+  (await getServices()).runner.inventory(input),
+);
+validatedActivity(EXPORT_BATCH_ACTIVITY, batchInputSchema, async (input) =>
+  (await getServices()).runner.exportBatch(input),
+);
+validatedActivity(FAIL_BATCH_ACTIVITY, failBatchInputSchema, async (input) =>
+  (await getServices()).runner.failBatch(input),
+);
+validatedActivity(FINALIZE_ACTIVITY, finalizeInputSchema, async (input) =>
+  (await getServices()).runner.finalize(input),
+);
+validatedActivity(RECORD_FAILURE_ACTIVITY, recordFailureInputSchema, async (input) =>
+  (await getServices()).runner.recordFailure(input),
+);

@@ -1,10 +1,19 @@
 import type { OrchestrationContext, OrchestrationHandler, Task } from "durable-functions";
 import * as df from "durable-functions";
 import { errorMessage } from "../core/errors.js";
-import type { BatchCounts, BatchInput, PlanSummary, RestoreInput } from "../core/restore/restore-runner.js";
+import {
+  type RestoreBatchInput,
+  restoreBatchInputSchema,
+  restoreFailBatchInputSchema,
+  restoreFinalizeInputSchema,
+  restoreInputSchema,
+  restoreRecordFailureInputSchema,
+} from "../core/restore/activity-inputs.js";
+import type { BatchCounts, BatchOutcome, PlanSummary } from "../core/restore/restore-runner.js";
 import { RESTORE_ORCHESTRATOR, type RestoreRunInput } from "../core/restore/restore-service.js";
 import { getRestoreServices } from "../core/restore/restore-services.js";
-import { retryPolicy, window } from "./shared/orchestration.js";
+import { parseOrchestrationInput, validatedActivity } from "./shared/activity-input.js";
+import { type OutageClock, retryPolicy, settleBatch, window } from "./shared/orchestration.js";
 
 // A restore: plan (dependency levels) → level by level, batches of items as activities, a few at a
 // time → a last pass for references between items of one level → the report. Only counts cross
@@ -47,7 +56,7 @@ function addCounts(progress: Progress, counts: BatchCounts): void {
 }
 
 const restoreOrchestrator: OrchestrationHandler = function* (context) {
-  const input = context.df.getInput() as RestoreRunInput;
+  const input = parseOrchestrationInput(restoreInputSchema, context.df.getInput(), RESTORE_ORCHESTRATOR);
   try {
     return yield* runRestore(context, input);
   } catch (error) {
@@ -97,32 +106,43 @@ function* runRestore(
   progress.itemsDone = summary.skipped;
   context.df.setCustomStatus(progress);
 
+  const outage: OutageClock = { since: undefined };
+  const count = (counts: BatchCounts) => {
+    addCounts(progress, counts);
+    context.df.setCustomStatus(progress);
+  };
   for (let level = 0; level < summary.batchesPerLevel.length; level++) {
     progress.level = level;
     context.df.setCustomStatus(progress);
+    const restoreBatch = (batch: number) =>
+      context.df.callActivityWithRetry(BATCH_ACTIVITY, retry(), {
+        ...input,
+        level,
+        batch,
+      } satisfies RestoreBatchInput);
     yield* window(
       context,
       summary.batchesPerLevel[level] ?? 0,
       BATCHES_IN_FLIGHT,
-      (batch) => {
-        const batchInput: BatchInput = { ...input, level, batch };
-        return context.df.callActivityWithRetry(BATCH_ACTIVITY, retry(), batchInput);
-      },
+      restoreBatch,
       function* (batch, task) {
-        if (!task.isFaulted) {
-          addCounts(progress, task.result as BatchCounts);
-          context.df.setCustomStatus(progress);
-          return;
-        }
-        // Retries exhausted (the target stayed down, sign-in failed): the batch's items fail.
-        const failed = (yield context.df.callActivityWithRetry(FAIL_BATCH_ACTIVITY, retry(), {
-          ...input,
-          level,
-          batch,
-          reason: String((task.result as Error | undefined)?.message ?? "the batch failed after its retries"),
-        })) as BatchCounts;
-        addCounts(progress, failed);
-        context.df.setCustomStatus(progress);
+        // A paused batch runs again from its items' progress rows; one that cannot end fails its items.
+        const failure = yield* settleBatch<BatchOutcome>(
+          context,
+          outage,
+          task,
+          () => restoreBatch(batch),
+          count,
+        );
+        if (!failure) return;
+        count(
+          (yield context.df.callActivityWithRetry(FAIL_BATCH_ACTIVITY, retry(), {
+            ...input,
+            level,
+            batch,
+            ...failure,
+          })) as BatchCounts,
+        );
       },
     );
   }
@@ -144,25 +164,21 @@ function* runRestore(
 
 df.app.orchestration(RESTORE_ORCHESTRATOR, restoreOrchestrator);
 
-df.app.activity(PLAN_ACTIVITY, {
-  handler: async (input: RestoreInput) => (await getRestoreServices()).runner.plan(input),
-});
-df.app.activity(BATCH_ACTIVITY, {
-  handler: async (input: BatchInput) => (await getRestoreServices()).runner.restoreBatch(input),
-});
-df.app.activity(FAIL_BATCH_ACTIVITY, {
-  handler: async (input: BatchInput & { reason: string }) =>
-    (await getRestoreServices()).runner.failBatch(input),
-});
-df.app.activity(RELINK_ACTIVITY, {
-  handler: async (input: RestoreInput) => (await getRestoreServices()).runner.relink(input),
-});
-df.app.activity(RECORD_FAILURE_ACTIVITY, {
-  handler: async (input: RestoreInput & { error: { code: string; message: string } }) =>
-    (await getRestoreServices()).runner.recordFailure(input),
-});
-df.app.activity(FINALIZE_ACTIVITY, {
-  handler: async (
-    input: Parameters<Awaited<ReturnType<typeof getRestoreServices>>["runner"]["finalize"]>[0],
-  ) => (await getRestoreServices()).runner.finalize(input),
-});
+validatedActivity(PLAN_ACTIVITY, restoreInputSchema, async (input) =>
+  (await getRestoreServices()).runner.plan(input),
+);
+validatedActivity(BATCH_ACTIVITY, restoreBatchInputSchema, async (input) =>
+  (await getRestoreServices()).runner.restoreBatch(input),
+);
+validatedActivity(FAIL_BATCH_ACTIVITY, restoreFailBatchInputSchema, async (input) =>
+  (await getRestoreServices()).runner.failBatch(input),
+);
+validatedActivity(RELINK_ACTIVITY, restoreInputSchema, async (input) =>
+  (await getRestoreServices()).runner.relink(input),
+);
+validatedActivity(RECORD_FAILURE_ACTIVITY, restoreRecordFailureInputSchema, async (input) =>
+  (await getRestoreServices()).runner.recordFailure(input),
+);
+validatedActivity(FINALIZE_ACTIVITY, restoreFinalizeInputSchema, async (input) =>
+  (await getRestoreServices()).runner.finalize(input),
+);

@@ -8,7 +8,12 @@ import {
   PortalSignInError,
   PortalTransientError,
 } from "../../src/core/arcgis/portal-errors.js";
-import { calculateRetryDelay, parseRetryAfter } from "../../src/core/arcgis/retry-delay.js";
+import {
+  backoffCeiling,
+  calculateRetryDelay,
+  parseRetryAfter,
+  RETRY_AFTER_CEILING_MS,
+} from "../../src/core/arcgis/retry-delay.js";
 import {
   authorizeUrl,
   createPkcePair,
@@ -101,9 +106,9 @@ describe("the portal client", () => {
     sim.setFaults([
       { match: "sharing/portals/self", action: "status", status: 429, retryAfter: 1, times: 1 },
     ]);
-    const started = Date.now();
     await client.json("portals/self");
-    expect(Date.now() - started).toBeGreaterThanOrEqual(950);
+    // The wait the 429 asked for, not a backoff of the client's own.
+    expect(client.stats.retryWaitMs).toBe(1_000);
     sim.setFaults([
       { match: "sharing/community/self", action: "bodyError", status: 503, times: 1 },
       { match: "sharing/community/self", action: "reset", after: 1, times: 1 },
@@ -262,18 +267,22 @@ describe("OAuth 2.0 user sign-in", () => {
 });
 
 describe("retry policy", () => {
-  test("exponential backoff with jitter, capped; Retry-After wins", () => {
-    const fixed = () => 0.5;
-    expect(calculateRetryDelay({ attempt: 1, baseDelayMs: 100, maxDelayMs: 10_000, random: fixed })).toBe(75);
-    expect(calculateRetryDelay({ attempt: 4, baseDelayMs: 100, maxDelayMs: 10_000, random: fixed })).toBe(
-      600,
+  test("full jitter: each retry waits a uniform draw below base × 2^(attempt−1), capped; Retry-After wins", () => {
+    const base = { baseDelayMs: 100, maxDelayMs: 1_000 };
+    const draws = [0, 0.25, 0.5, 0.999_999];
+    for (let attempt = 1; attempt <= 8; attempt++) {
+      const ceiling = backoffCeiling({ attempt, ...base });
+      expect(ceiling).toBe(Math.min(1_000, 100 * 2 ** (attempt - 1)));
+      const delays = draws.map((draw) => calculateRetryDelay({ attempt, ...base, random: () => draw }));
+      // The whole window, from nothing to just below the ceiling: retries of many callers spread out.
+      expect(delays).toEqual(draws.map((draw) => Math.floor(draw * ceiling)));
+      expect(delays[0]).toBe(0);
+      expect(delays[3]).toBe(ceiling - 1);
+    }
+    expect(calculateRetryDelay({ attempt: 1, ...base, retryAfterMs: 5_000 })).toBe(5_000);
+    expect(calculateRetryDelay({ attempt: 1, ...base, retryAfterMs: 60 * 60_000 })).toBe(
+      RETRY_AFTER_CEILING_MS,
     );
-    expect(calculateRetryDelay({ attempt: 20, baseDelayMs: 100, maxDelayMs: 1_000, random: fixed })).toBe(
-      750,
-    );
-    expect(
-      calculateRetryDelay({ attempt: 1, baseDelayMs: 100, maxDelayMs: 1_000, retryAfterMs: 5_000 }),
-    ).toBe(5_000);
     expect(parseRetryAfter("2")).toBe(2_000);
     expect(parseRetryAfter(new Date(Date.now() + 3_000).toUTCString())).toBeGreaterThan(1_000);
     expect(parseRetryAfter(null)).toBeUndefined();

@@ -1,5 +1,20 @@
 import { describe, expect, test } from "vitest";
-import { itemVersion, newRunId, RUN_ID_PATTERN, safeRelativePath } from "../../src/core/backup/layout.js";
+import {
+  attachmentPath,
+  attachmentsIndexPath,
+  dataFilePath,
+  featuresPath,
+  itemVersion,
+  itemVersionPrefix,
+  layerDefinitionPath,
+  newRunId,
+  RUN_ID_PATTERN,
+  resourcePath,
+  safeName,
+  safeRelativePath,
+  thumbnailPath,
+} from "../../src/core/backup/layout.js";
+import { isPlainText } from "../../src/core/validation.js";
 
 describe("names from the portal become safe blob paths", () => {
   test.each([
@@ -23,6 +38,60 @@ describe("names from the portal become safe blob paths", () => {
     expect(Buffer.byteLength(a)).toBeLessThanOrEqual(120);
     expect(a).not.toBe(b);
     for (const path of [a, b, safeRelativePath("../../x")]) expect(path.split("/")).not.toContain("..");
+  });
+});
+
+/** Names the portal gives that must not leave their folder. */
+const HOSTILE: Array<[label: string, value: string]> = [
+  ["a parent climb", "../../x"],
+  ["a parent", ".."],
+  ["a dot", "."],
+  ["nothing", ""],
+  ["an absolute path", "/etc/passwd"],
+  ["a Windows path", "C:\\Windows\\win.ini"],
+  ["a NUL inside", "a\u0000b"],
+  ["a NUL alone", "\u0000"],
+  ["a climb in the middle", "x/../../../y"],
+  ["encoded parents", "%2e%2e/%2E%2E"],
+  ["unicode and a climb", "ünï/../ok"],
+  ["a very long name", "y".repeat(5000)],
+];
+
+/** A relative blob path that stays where it is put: no empty, `.` or `..` segment, nothing odd. */
+function expectContained(relative: string) {
+  for (const segment of relative.split("/")) {
+    expect(segment, relative).not.toBe("");
+    expect(segment, relative).not.toBe(".");
+    expect(segment, relative).not.toBe("..");
+    // 120 bytes, plus a fixed extension (.ndjson) where the layout adds one.
+    expect(Buffer.byteLength(segment), relative).toBeLessThanOrEqual(127);
+  }
+  expect(isPlainText(relative) && !relative.includes("\\"), relative).toBe(true);
+}
+
+describe("every portal-made segment of an item version's names", () => {
+  test.each(HOSTILE)("%s stays one segment where it is one, and inside its folder", (_label, value) => {
+    expect(safeName(value).includes("/")).toBe(false);
+    for (const name of [layerDefinitionPath(value), featuresPath(value), attachmentsIndexPath(value)]) {
+      expect(name.split("/")).toHaveLength(
+        name.startsWith("service/") ? 3 : name.startsWith("features/") ? 2 : 3,
+      );
+      expectContained(name);
+    }
+    const attachment = attachmentPath(value, value, value);
+    expect(attachment.split("/")).toHaveLength(4);
+    expectContained(attachment);
+    const prefix = itemVersionPrefix(value, value);
+    expect(prefix.split("/")).toHaveLength(4);
+    expectContained(prefix.slice(0, -1));
+    for (const name of [dataFilePath(value), thumbnailPath(value), resourcePath(value)])
+      expectContained(name);
+  });
+
+  test("a layer id of ../../x is a file of service/layers/", () => {
+    expect(layerDefinitionPath("../../x")).toBe("service/layers/..%2F..%2Fx.json");
+    expect(layerDefinitionPath(3)).toBe("service/layers/3.json");
+    expect(attachmentPath(0, 12, 3)).toBe("attachments/0/12/3");
   });
 });
 

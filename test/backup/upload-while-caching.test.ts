@@ -5,11 +5,11 @@ import path from "node:path";
 import { Readable } from "node:stream";
 import { BlobServiceClient, type ContainerClient } from "@azure/storage-blob";
 import { afterAll, beforeAll, describe, expect, inject, test } from "vitest";
-import { BackupStore } from "../../src/core/backup/backup-store.js";
 import { CacheSpace, startCaching } from "../../src/core/backup/cache.js";
 import { exportItem } from "../../src/core/backup/export-item.js";
 import { itemVersionPrefix } from "../../src/core/backup/layout.js";
 import { silentLogger } from "../../src/core/log.js";
+import { BlobBackupStore } from "../../src/core/storage/blob-backup-store.js";
 import { portalFor, recordOf } from "../feature-data/support.js";
 import { type PortalSim, startPortalSim } from "../portal-sim/index.js";
 
@@ -17,12 +17,12 @@ const MiB = 1024 * 1024;
 const IDENTITY = "00000000-0000-4000-8000-0000000000c7";
 const service = BlobServiceClient.fromConnectionString(inject("azurite").connectionString);
 let container: ContainerClient;
-let store: BackupStore;
+let store: BlobBackupStore;
 
 beforeAll(async () => {
   container = service.getContainerClient(`overlap-${randomBytes(4).toString("hex")}`);
   await container.create();
-  store = new BackupStore(container, IDENTITY);
+  store = new BlobBackupStore(container, IDENTITY);
 });
 
 afterAll(async () => {
@@ -181,7 +181,7 @@ describe("uploading a file while it downloads into the cache", () => {
 
   test("an upload that fails stops the download at once and removes the cache file", async () => {
     const { dir, space, expectGivenBack } = await freshCache(256 * MiB);
-    const missing = new BackupStore(
+    const missing = new BlobBackupStore(
       service.getContainerClient(`missing-${randomBytes(4).toString("hex")}`),
       IDENTITY,
     );

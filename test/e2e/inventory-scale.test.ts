@@ -3,9 +3,9 @@ import { BlobServiceClient } from "@azure/storage-blob";
 import { afterAll, beforeAll, describe, expect, inject, test } from "vitest";
 import { PortalClient } from "../../src/core/arcgis/portal-client.js";
 import { UsernamePasswordTokenProvider } from "../../src/core/arcgis/token-providers.js";
-import { BackupStore } from "../../src/core/backup/backup-store.js";
 import { readInventoryChunk, takeInventory } from "../../src/core/backup/inventory.js";
 import { silentLogger } from "../../src/core/log.js";
+import { BlobBackupStore } from "../../src/core/storage/blob-backup-store.js";
 import { type PortalSim, startPortalSim } from "../portal-sim/index.js";
 
 let sim: PortalSim;
@@ -34,7 +34,7 @@ describe("inventory", () => {
       inject("azurite").connectionString,
     ).getContainerClient(`inventory-${randomBytes(4).toString("hex")}`);
     await container.create();
-    const store = new BackupStore(container, "00000000-0000-4000-8000-000000000000");
+    const store = new BlobBackupStore(container, "00000000-0000-4000-8000-000000000000");
     const summary = await takeInventory({ portal: signedIn, store, runId: "b-1-test", log: silentLogger });
     const expected = sim.model.itemCount();
     expect(expected).toBeGreaterThanOrEqual(12_000);

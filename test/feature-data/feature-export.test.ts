@@ -1,5 +1,7 @@
 import { createHash, randomBytes } from "node:crypto";
 import { afterAll, afterEach, beforeAll, describe, expect, inject, test } from "vitest";
+import { DEFAULT_MAX_RETRIES } from "../../src/core/arcgis/portal-client.js";
+import { PortalTransientError } from "../../src/core/arcgis/portal-errors.js";
 import type { AttachmentRecord } from "../../src/core/backup/feature-export.js";
 import { createFeatureDataExporter } from "../../src/core/backup/feature-export.js";
 import type { AttachmentRec } from "../portal-sim/features.js";
@@ -214,15 +216,38 @@ describe("feature data export", () => {
       { match, after: 12, times: 1, action: "truncate" },
       { match, after: 15, times: 1, action: "status", status: 502 },
     ]);
-    const exporter = createFeatureDataExporter(portal, {
-      maxPageSize: 150,
-      pageConcurrency: 3,
-      retryBaseDelayMs: 5,
-    });
+    const exporter = createFeatureDataExporter(portal, { maxPageSize: 150, pageConcurrency: 3 });
     const result = await runExport(b, portal, exporter, big);
     expect(result.error).toBeUndefined();
     expect(portal.stats.retries).toBeGreaterThanOrEqual(5);
     await expectAllFeatures(b, result.version as string);
+  });
+
+  test("a page during an outage costs 1 + the client's retries in requests, then the item gives way to its batch", async () => {
+    const b = await backup();
+    const portal = portalFor(sim);
+    // The layer's count and its object ids go through; every query after them fails.
+    sim.setFaults([
+      {
+        match: `**/${serviceDef(sim, small).name}/FeatureServer/0/query`,
+        after: 2,
+        action: "status",
+        status: 503,
+      },
+    ]);
+    sim.stats.reset();
+    const failure = await runExport(
+      b,
+      portal,
+      createFeatureDataExporter(portal, { pageConcurrency: 1 }),
+      small,
+    ).then(
+      () => undefined,
+      (error: unknown) => error,
+    );
+    // Thrown, not recorded as the item's failure: the batch pauses and runs the item again later.
+    expect(failure).toBeInstanceOf(PortalTransientError);
+    expect(sim.stats.count("services/FeatureServer/:layer/query")).toBe(2 + 1 + DEFAULT_MAX_RETRIES);
   });
 
   test("pages past the client's error sniffing (over 1 MB, streamed) are retried whole when cut", async () => {
@@ -239,7 +264,7 @@ describe("feature data export", () => {
         { match, method: "GET", times: 1, action: "truncate" },
         { match, method: "GET", after: 1, times: 1, action: "reset" },
       ]);
-      const exporter = createFeatureDataExporter(portal, { maxPageSize: 2_500, retryBaseDelayMs: 5 });
+      const exporter = createFeatureDataExporter(portal, { maxPageSize: 2_500 });
       const result = await runExport(b, portal, exporter, big);
       expect(result.error).toBeUndefined();
       expect(portal.stats.retries).toBeGreaterThanOrEqual(2);

@@ -5,7 +5,6 @@ import path from "node:path";
 import { BlobServiceClient, type ContainerClient } from "@azure/storage-blob";
 import { PortalClient } from "../../src/core/arcgis/portal-client.js";
 import { UsernamePasswordTokenProvider } from "../../src/core/arcgis/token-providers.js";
-import { BackupStore } from "../../src/core/backup/backup-store.js";
 import { CacheSpace } from "../../src/core/backup/cache.js";
 import {
   exportItem,
@@ -16,6 +15,7 @@ import {
 import type { InventoryRecord } from "../../src/core/backup/inventory.js";
 import { itemVersionPrefix } from "../../src/core/backup/layout.js";
 import { silentLogger } from "../../src/core/log.js";
+import { BlobBackupStore } from "../../src/core/storage/blob-backup-store.js";
 import type { PortalSim, SimItem } from "../portal-sim/index.js";
 
 export const IDENTITY = "00000000-0000-4000-8000-0000000000f1";
@@ -37,7 +37,7 @@ export function portalFor(sim: PortalSim, fetchImpl?: typeof fetch): PortalClien
 
 export interface Backup {
   container: ContainerClient;
-  store: BackupStore;
+  store: BlobBackupStore;
   cacheDirectory: string;
   cacheSpace: CacheSpace;
   dispose(): Promise<void>;
@@ -51,7 +51,7 @@ export async function openBackup(connectionString: string): Promise<Backup> {
   const cacheDirectory = await mkdtemp(path.join(tmpdir(), "feature-cache-"));
   return {
     container,
-    store: new BackupStore(container, IDENTITY),
+    store: new BlobBackupStore(container, IDENTITY),
     cacheDirectory,
     cacheSpace: new CacheSpace(512 * 1024 * 1024),
     async dispose() {

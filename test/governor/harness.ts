@@ -114,6 +114,39 @@ export function loggingFetch(onThrottled?: (url: string, retryAfterMs: number | 
   return { fetch: wrapped, log };
 }
 
+/** What a pacer let go, in order, and where in that order it was first told of a 429. */
+export interface PacerLog {
+  /** When (Date.now(), the governor's clock) and what the pacer let go, in order. */
+  released: { t: number; url: string }[];
+  /** How many it had let go when first told of a 429; undefined while it was not. */
+  releasedBeforeThrottle: number | undefined;
+}
+
+/** A pacer that logs what the given one lets go, for checks on the order of events. */
+export function recordingPacer(pacer: RequestPacer): { pacer: RequestPacer; log: PacerLog } {
+  const log: PacerLog = { released: [], releasedBeforeThrottle: undefined };
+  const throttled = () => {
+    log.releasedBeforeThrottle ??= log.released.length;
+  };
+  return {
+    log,
+    pacer: {
+      beforeRequest: async (url, params) => {
+        await pacer.beforeRequest(url, params);
+        log.released.push({ t: Date.now(), url });
+      },
+      afterResponse: (observation) => {
+        if (observation.throttled) throttled();
+        pacer.afterResponse(observation);
+      },
+      onThrottled: (url, retryAfterMs) => {
+        throttled();
+        pacer.onThrottled?.(url, retryAfterMs);
+      },
+    },
+  };
+}
+
 export function portalClient(
   metered: MeteredSim,
   options: { pacer?: RequestPacer; fetch?: typeof fetch; maxRetries?: number } = {},

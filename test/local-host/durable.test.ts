@@ -1,4 +1,5 @@
 import { afterAll, beforeAll, describe, expect, inject, test } from "vitest";
+import { ManualClock } from "../../src/core/clock.js";
 import { DurableStore } from "../../tools/local-host/durable/store.js";
 import { type LocalHost, startLocalHost } from "../../tools/local-host/index.js";
 import { testAppState } from "./app/src/state.js";
@@ -6,6 +7,8 @@ import { APP_ENV, APP_ROOT, poll } from "./helpers.js";
 
 let host: LocalHost;
 const logs: string[] = [];
+// Orchestration time: durable timers fire when a test moves this clock, never on their own.
+const clock = new ManualClock(Date.now());
 
 beforeAll(async () => {
   host = await startLocalHost({
@@ -16,6 +19,7 @@ beforeAll(async () => {
     env: APP_ENV,
     timers: false,
     log: (line) => logs.push(line),
+    clock,
   });
 });
 
@@ -53,6 +57,17 @@ async function statusOf(id: string, query = "") {
 
 async function finished(id: string) {
   return host.waitForInstance(id, { timeoutMs: 15_000 });
+}
+
+/** Waits for the instance to finish, moving orchestration time to each durable timer it sets. */
+async function finishedFiringTimers(id: string) {
+  return clock.advanceUntilSettled(finished(id));
+}
+
+/** Event types of the instance's history, in order. */
+async function historyOf(id: string): Promise<string[]> {
+  const status = await host.getStatus(id, { showHistory: true });
+  return (status?.history ?? []).map((event) => String(event.EventType));
 }
 
 async function clientOp(op: string, id = "", query = "") {
@@ -135,10 +150,14 @@ describe("durable client and HTTP API", () => {
     expect((await clientOp("suspend", a.id)).code).toBe(202);
     expect((await statusOf(a.id)).body.runtimeStatus).toBe("Suspended");
     expect((await clientOp("raise", a.id, "?event=Go&data=%22ok%22")).code).toBe(202);
-    await new Promise((r) => setTimeout(r, 200));
     expect((await statusOf(a.id)).body.runtimeStatus).toBe("Suspended");
     expect((await clientOp("resume", a.id)).code).toBe(202);
     expect(await finished(a.id)).toMatchObject({ runtimeStatus: "Completed", output: "Hello ok" });
+    // The history tells the order: the event was taken in only after the resume.
+    const history = await historyOf(a.id);
+    expect(history.indexOf("ExecutionSuspended")).toBeGreaterThan(0);
+    expect(history.indexOf("ExecutionResumed")).toBeGreaterThan(history.indexOf("ExecutionSuspended"));
+    expect(history.indexOf("EventRaised")).toBeGreaterThan(history.indexOf("ExecutionResumed"));
 
     // Raising through the sendEventPostUri of the management payload.
     const b = await start("twoEvents", undefined, "events-b");
@@ -169,9 +188,11 @@ describe("durable client and HTTP API", () => {
 
   test("waitForCompletionOrCreateCheckStatusResponse and starting unknown orchestrators", async () => {
     const check = await start("timer");
-    const response = await fetch(url(`/api/client/wait/${check.id}`), { method: "POST" });
+    const waiting = fetch(url(`/api/client/wait/${check.id}`), { method: "POST" });
+    await clock.advance((await clock.whenSleeping()) - clock.now());
+    const response = await waiting;
     expect(response.status).toBe(200);
-    expect(await response.json()).toBeGreaterThanOrEqual(400);
+    expect(await response.json()).toBe(400);
     const bad = await fetch(url("/api/orchestrators/noSuchOrchestrator"), { method: "POST" });
     expect(bad.status).toBe(500);
     const direct = await fetch(url("/runtime/webhooks/durabletask/orchestrators/noSuchOrchestrator"), {
@@ -189,20 +210,20 @@ describe("orchestrations", () => {
 
   test("activity retry: succeeds on the third attempt", async () => {
     const id = await host.startOrchestration("retrying", "retry-key");
-    expect((await finished(id)).output).toEqual({ attempts: 3 });
+    expect((await finishedFiringTimers(id)).output).toEqual({ attempts: 3 });
     expect(testAppState().attempts.get("retry-key")).toBe(3);
   });
 
   test("activity retry exhausted: the orchestrator catches the failure", async () => {
     const id = await host.startOrchestration("retryExhausted", "exhausted-key");
-    const status = await finished(id);
+    const status = await finishedFiringTimers(id);
     expect(status.output).toMatch(/^caught: .*boom/);
     expect(testAppState().attempts.get("exhausted-key")).toBe(2);
   });
 
   test("sub-orchestrations, with explicit ids and with retry", async () => {
     const id = await host.startOrchestration("parent", "child-key", "parent-1");
-    const status = await finished(id);
+    const status = await finishedFiringTimers(id);
     expect(status.runtimeStatus).toBe("Completed");
     expect(status.output).toEqual({
       first: { sum: 101, parent: "parent-1" },
@@ -217,14 +238,22 @@ describe("orchestrations", () => {
 
   test("durable timers and Task.any with a timer", async () => {
     const id = await host.startOrchestration("timer");
-    expect((await finished(id)).output).toBeGreaterThanOrEqual(400);
+    const fireAt = await clock.whenSleeping();
+    expect(fireAt - clock.now()).toBe(400);
+    await clock.advance(399);
+    expect((await host.getStatus(id))?.runtimeStatus).toBe("Running");
+    await clock.advance(1);
+    // Its currentUtcDateTime moved by the timer's 400 ms, on the engine's clock.
+    expect((await finished(id)).output).toBe(400);
     const timeout = await host.startOrchestration("anyTimeout");
+    await clock.advance((await clock.whenSleeping()) - clock.now());
     expect((await finished(timeout)).output).toBe("timed out");
   });
 
   test("external event wins Task.any against a timer", async () => {
     const id = await host.startOrchestration("approval", undefined, "approval-1");
-    await poll(async () => ((await statusOf(id)).body.runtimeStatus === "Running" ? true : undefined));
+    // Its 20 s timer is set, and fires only if the clock is moved: the event wins for certain.
+    expect((await clock.whenSleeping()) - clock.now()).toBe(20_000);
     await fetch(url(`/runtime/webhooks/durabletask/instances/${id}/raiseEvent/Approve`), {
       method: "POST",
       body: JSON.stringify({ by: "ops" }),

@@ -1,10 +1,16 @@
 import { BlobServiceClient } from "@azure/storage-blob";
 import { afterAll, beforeAll, expect, inject, test } from "vitest";
+import { ManualClock } from "../../src/core/clock.js";
 import { type LocalHost, startLocalHost } from "../../tools/local-host/index.js";
 import { testAppState } from "./app/src/state.js";
 import { APP_ROOT, poll } from "./helpers.js";
 
 let host: LocalHost;
+// The schedules run on this clock: an occurrence comes when a test moves it there. It starts at a
+// fixed instant, far from the hour and from fromSetting's 09:30 on weekdays.
+const START = Date.parse("2030-05-06T07:08:09.500Z");
+const clock = new ManualClock(START);
+const HOUR_MS = 3_600_000;
 const statusBlob = "timers/local-localhosttimers/Host.Functions.hourly/status";
 const container = () =>
   BlobServiceClient.fromConnectionString(inject("azurite").connectionString).getContainerClient(
@@ -17,7 +23,7 @@ beforeAll(async () => {
   await container().createIfNotExists();
   const past = {
     Last: "2020-01-01T00:00:00.000Z",
-    Next: new Date(Date.now() - 7_200_000).toISOString(),
+    Next: new Date(START - 7_200_000).toISOString(),
     LastUpdated: "2020-01-01T00:00:00.000Z",
   };
   await container().getBlockBlobClient(statusBlob).upload(JSON.stringify(past), JSON.stringify(past).length);
@@ -28,6 +34,7 @@ beforeAll(async () => {
     taskHub: "LocalHostTimers",
     env: { TEST_TIMER_SCHEDULE: "0 30 9 * * Mon-Fri" },
     log: () => {},
+    clock,
   });
 });
 
@@ -58,20 +65,26 @@ test("an occurrence missed while the host was down runs at start with isPastDue"
     scheduleStatus: { last: string; next: string };
   };
   expect(timer.isPastDue).toBe(true);
-  expect(new Date(timer.scheduleStatus.next).getTime()).toBeGreaterThan(Date.now());
+  const nextHour = (Math.floor(START / HOUR_MS) + 1) * HOUR_MS;
+  expect(new Date(timer.scheduleStatus.next).getTime()).toBe(nextHour);
   // The monitor's status now points at the next hour.
-  const status = await poll(async () => {
+  await poll(async () => {
     const text = (await container().getBlockBlobClient(statusBlob).downloadToBuffer()).toString();
-    const parsed = JSON.parse(text) as { Next: string };
-    return new Date(parsed.Next).getTime() > Date.now() ? parsed : undefined;
+    return new Date((JSON.parse(text) as { Next: string }).Next).getTime() === nextHour ? true : undefined;
   });
-  expect(new Date(status.Next).getUTCMinutes()).toBe(0);
 });
 
 test("a six-field schedule with seconds fires on time", async () => {
-  await poll(() => (calls("tick").length >= 1 ? true : undefined), { timeoutMs: 5_000 });
+  // Every even second: not a millisecond before the next one, then at it, then again 2 s later.
+  const occurrence = (Math.floor(clock.now() / 2_000) + 1) * 2_000;
+  expect(clock.pending()).toContain(occurrence);
+  await clock.advance(occurrence - 1 - clock.now());
+  expect(calls("tick")).toHaveLength(0);
+  await clock.advance(1);
+  await poll(() => (calls("tick").length >= 1 ? true : undefined));
+  expect(calls("tick")).toHaveLength(1);
+  expect(clock.pending()).toContain(occurrence + 2_000);
   const first = calls("tick")[0]!;
-  expect(new Date(first.at).getUTCSeconds() % 2).toBe(0);
   // Intervals under a minute are not monitored, like the Functions host.
   expect(first.timer).toEqual({ schedule: { adjustForDST: true }, scheduleStatus: null, isPastDue: false });
 });

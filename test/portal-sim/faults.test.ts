@@ -1,4 +1,5 @@
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
+import { Faults } from "./faults.js";
 import { type PortalSim, startPortalSim } from "./index.js";
 import { getJson, type Json, tokenFor } from "./test-helpers.js";
 
@@ -20,6 +21,22 @@ beforeEach(() => sim.setFaults([]));
 const query = () => fetch(`${layerUrl}/query?f=json&where=1%3D1&returnCountOnly=true&token=${token}`);
 
 describe("fault injection", () => {
+  it("an outage: a rule with forMs fires from its first firing for that long, then never", () => {
+    let now = 1_000;
+    const faults = new Faults(1, () => now);
+    faults.set([{ match: "**/query", after: 1, forMs: 3_000, action: "status", status: 503 }]);
+    const fires = () =>
+      faults.evaluate("GET", "/x/FeatureServer/0/query", "services/FeatureServer/:layer/query");
+    expect(fires()).toEqual([]);
+    expect(fires()).toHaveLength(1);
+    now += 2_999;
+    expect(fires()).toHaveLength(1);
+    now += 1;
+    expect(fires()).toEqual([]);
+    now += 60_000;
+    expect(fires()).toEqual([]);
+  });
+
   it("the 3rd query fails once with 503, by glob", async () => {
     sim.setFaults([{ match: "**/query", action: "status", status: 503, after: 2, times: 1 }]);
     const statuses: number[] = [];

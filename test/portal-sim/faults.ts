@@ -5,8 +5,10 @@ import { hash32 } from "./prng.js";
  * RegExp, tested against the request path (e.g. `/sharing/rest/content/items/abc/data`) and the
  * normalised route (e.g. `sharing/content/items/:id/data`, `services/FeatureServer/:layer/query`,
  * `storage/blob`). Counting: the rule sees every matching request; it skips the first `after`,
- * then fires on every `every`-th one (default each), with `probability` (seeded), at most `times`.
+ * then fires on every `every`-th one (default each), with `probability` (seeded), at most `times`,
+ * and within `forMs` of its first firing (an outage of that length).
  * "The 3rd query fails once" = `{ match: "**\/query", after: 2, times: 1, action: "status" }`.
+ * "The org is down for 3 s" = `{ match: "**", forMs: 3000, action: "status", status: 503 }`.
  */
 export interface FaultRule {
   match: string | RegExp;
@@ -22,6 +24,8 @@ export interface FaultRule {
   every?: number;
   times?: number;
   probability?: number;
+  /** Fires only for this many milliseconds from its first firing, then never again. */
+  forMs?: number;
 }
 
 interface RuleState {
@@ -29,6 +33,8 @@ interface RuleState {
   test: (s: string) => boolean;
   seen: number;
   fired: number;
+  /** When it first fired (the clock's milliseconds). */
+  firstFiredAt?: number;
 }
 
 export function globToRegExp(glob: string): RegExp {
@@ -50,7 +56,10 @@ export function globToRegExp(glob: string): RegExp {
 export class Faults {
   private states: RuleState[] = [];
   private draws = 0;
-  constructor(private readonly seed: number) {}
+  constructor(
+    private readonly seed: number,
+    private readonly now: () => number = Date.now,
+  ) {}
 
   set(rules: FaultRule[]): void {
     this.states = rules.map((rule) => {
@@ -72,6 +81,8 @@ export class Faults {
       if (n <= 0) continue;
       if (r.every && r.every > 1 && n % r.every !== 0) continue;
       if (r.times !== undefined && st.fired >= r.times) continue;
+      if (r.forMs !== undefined && st.firstFiredAt !== undefined && this.now() - st.firstFiredAt >= r.forMs)
+        continue;
       if (
         r.probability !== undefined &&
         hash32(this.seed, this.draws++, "fault") / 4294967296 >= r.probability
@@ -82,6 +93,7 @@ export class Faults {
         terminal = true;
       }
       st.fired++;
+      st.firstFiredAt ??= this.now();
       out.push(r);
     }
     return out;

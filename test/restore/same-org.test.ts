@@ -194,7 +194,7 @@ describe("restores into the original org", () => {
       identities: services.identities,
       store,
       portalFor: (i) => services.portalFor(i),
-      openContainer: (i) => services.openContainer(i),
+      openStore: (i) => services.openStore(i),
       log: silentLogger,
       limits: { singleUploadMax: 1024, partSize: 700 },
     });

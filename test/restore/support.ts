@@ -48,7 +48,7 @@ export async function backupWithFeatures(
     identities: services.identities,
     runs: services.runs,
     portalFor: (i) => services.portalFor(i),
-    openContainer: (i) => services.openContainer(i),
+    openStore: (i) => services.openStore(i),
     serviceDataFor: (portal) => createFeatureDataExporter(portal),
     cacheMaxBytes: services.config.cacheMaxBytes,
     log: silentLogger,

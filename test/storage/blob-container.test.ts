@@ -138,7 +138,6 @@ describe("openBlobContainer", () => {
     const { url } = await localServer(() => {
       /* never answers */
     });
-    const started = Date.now();
     const result = await checkStorage(
       {
         type: "azure-blob",
@@ -147,8 +146,12 @@ describe("openBlobContainer", () => {
       },
       { allowInsecureLoopback: true, timeoutMs: 300 },
     );
-    expect(result).toMatchObject({ ok: false, error: { code: "ERR_STORAGE_UNREACHABLE" } });
-    expect(Date.now() - started).toBeLessThan(2_000);
+    // Nothing else ends a request that gets no answer (the SDK only sends its try time-out to
+    // the server): the deadline did.
+    expect(result).toMatchObject({
+      ok: false,
+      error: { code: "ERR_STORAGE_UNREACHABLE", message: expect.stringContaining("did not answer in time") },
+    });
   });
 });
 

@@ -171,11 +171,11 @@ describe("checkStorage against Azurite", () => {
       `BlobEndpoint=http://127.0.0.1:${port}`,
     );
     expect(closed).toContain(`:${port}/`);
-    const started = Date.now();
     const result = await check({ type: "azure-blob", container: "backups", connectionString: closed });
-    expect(Date.now() - started).toBeLessThan(3_000);
     const error = expectFailure(result, "ERR_STORAGE_UNREACHABLE");
+    // Fast: the refusal itself ends it, not the check's deadline.
     expect(error.message).toContain("ECONNREFUSED");
+    expect(error.message).not.toContain("did not answer");
     expect(storageCheckHttpStatus(result)).toBe(200);
   });
 

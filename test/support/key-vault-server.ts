@@ -61,6 +61,8 @@ export class FakeKeyVault {
   forbidden = false;
   /** The innererror code of those 403s: ForbiddenByRbac (no role) or ForbiddenByFirewall. */
   forbiddenReason: "ForbiddenByRbac" | "ForbiddenByFirewall" = "ForbiddenByRbac";
+  /** Answer 503 Service Unavailable (a vault that is down for a moment) to every authenticated request. */
+  unavailable = false;
   readonly pageSize: number;
   private readonly secrets = new Map<string, Version[]>();
   private readonly deleted = new Map<string, DeletedEntry>();
@@ -139,6 +141,7 @@ export class FakeKeyVault {
     if (!apiVersion || !TESTED_API_VERSIONS.has(apiVersion)) {
       return error(400, "BadParameter", `The specified version (${apiVersion}) is not recognized.`);
     }
+    if (this.unavailable) return error(503, "ServiceUnavailable", "The service is temporarily unavailable.");
     if (this.forbidden) {
       return {
         status: 403,

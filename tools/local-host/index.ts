@@ -3,6 +3,7 @@ import { createServer, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
 import path from "node:path";
 import { BlobServiceClient } from "@azure/storage-blob";
+import type { Clock } from "../../src/core/clock.js";
 import { type CapturedFunction, coreState, installCoreApi } from "./core-api.js";
 import { DurableApi } from "./durable/api.js";
 import { DurableEngine, type OrchestrationStatus } from "./durable/engine.js";
@@ -46,6 +47,11 @@ export interface LocalHostOptions {
   timers?: boolean;
   /** Where host and function logs go; default console.log. */
   log?: (line: string) => void;
+  /**
+   * Time for timer schedules, orchestrations' currentUtcDateTime and durable timers: the system
+   * clock by default; tests give a ManualClock and move it themselves.
+   */
+  clock?: Clock;
 }
 
 export type FunctionKind = "http" | "timer" | "orchestration" | "activity" | "entity" | "other";
@@ -178,6 +184,7 @@ export async function startLocalHost(options: LocalHostOptions): Promise<LocalHo
     invoker,
     maxConcurrentActivities: maxActivities,
     log,
+    clock: options.clock,
   });
   let baseUrl = "";
   const durable = new DurableApi(engine, taskHub, () => baseUrl);
@@ -195,6 +202,7 @@ export async function startLocalHost(options: LocalHostOptions): Promise<LocalHo
     `local-${taskHub.toLowerCase()}`,
     log,
     extraInputs,
+    options.clock,
   );
   const routes = buildRoutes(functions.values());
 

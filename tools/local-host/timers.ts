@@ -1,4 +1,5 @@
 import type { ContainerClient } from "@azure/storage-blob";
+import { type Clock, systemClock } from "../../src/core/clock.js";
 import type { CapturedFunction } from "./core-api.js";
 import type { Invoker } from "./invoke.js";
 import { parseSchedule, resolveSetting, type Schedule } from "./schedule.js";
@@ -20,13 +21,11 @@ interface TimerEntry {
   fn: CapturedFunction;
   schedule: Schedule;
   useMonitor: boolean;
-  handle?: NodeJS.Timeout;
   running?: Promise<void>;
   status?: ScheduleStatus;
 }
 
 const MIN_DATE = "0001-01-01T00:00:00.000Z";
-const MAX_TIMEOUT_MS = 2_147_000_000;
 
 /**
  * Runs timer triggers on their NCRONTAB schedules (UTC, or WEBSITE_TIME_ZONE), `runOnStartup`, and
@@ -37,6 +36,8 @@ const MAX_TIMEOUT_MS = 2_147_000_000;
 export class TimerScheduler {
   private readonly entries = new Map<string, TimerEntry>();
   private closed = false;
+  /** Aborted on close: ends every schedule's wait. */
+  private readonly stopped = new AbortController();
 
   constructor(
     functions: Iterable<CapturedFunction>,
@@ -46,6 +47,8 @@ export class TimerScheduler {
     private readonly log: (line: string) => void,
     /** Input bindings a timer function declares (the durable client). */
     private readonly extraInputs: (fn: CapturedFunction) => Record<string, unknown> = () => ({}),
+    /** When occurrences come (the system clock by default). */
+    private readonly clock: Clock = systemClock,
   ) {
     const timezone = process.env.WEBSITE_TIME_ZONE || "UTC";
     for (const fn of functions) {
@@ -60,7 +63,7 @@ export class TimerScheduler {
       const useMonitor =
         typeof fn.trigger.useMonitor === "boolean"
           ? fn.trigger.useMonitor
-          : schedule.interval(new Date()) >= 60_000;
+          : schedule.interval(this.date()) >= 60_000;
       this.entries.set(fn.name, { fn, schedule, useMonitor });
     }
   }
@@ -70,14 +73,14 @@ export class TimerScheduler {
   }
 
   nextOccurrence(name: string): Date | undefined {
-    return this.entries.get(name)?.schedule.next(new Date());
+    return this.entries.get(name)?.schedule.next(this.date());
   }
 
   /** Starts the schedules: past-due and runOnStartup invocations first. */
   async start(): Promise<void> {
     await this.statusReady();
     for (const entry of this.entries.values()) {
-      const now = new Date();
+      const now = this.date();
       let pastDue = false;
       if (entry.useMonitor) {
         entry.status = await this.readStatus(entry);
@@ -91,17 +94,16 @@ export class TimerScheduler {
 
   private arm(entry: TimerEntry): void {
     if (this.closed) return;
-    const next = entry.schedule.next(new Date());
-    const delay = Math.min(Math.max(0, next.getTime() - Date.now()), MAX_TIMEOUT_MS);
-    entry.handle = setTimeout(() => {
-      if (Date.now() < next.getTime() - 5) {
-        this.arm(entry);
-        return;
-      }
-      void this.fire(entry, false).finally(() => {});
+    const next = entry.schedule.next(this.date()).getTime();
+    void this.clock.sleep(next - this.clock.now(), this.stopped.signal).then(() => {
+      if (this.closed) return;
+      void this.fire(entry, false);
       this.arm(entry);
-    }, delay);
-    entry.handle.unref?.();
+    });
+  }
+
+  private date(): Date {
+    return new Date(this.clock.now());
   }
 
   /** Invokes a timer function now (not past due), as `POST /admin/functions/<name>` does. */
@@ -135,7 +137,7 @@ export class TimerScheduler {
       return entry.running;
     }
     const run = async () => {
-      const now = new Date();
+      const now = this.date();
       const next = entry.schedule.next(now);
       const last = entry.status?.Next && isPastDue ? entry.status.Next : (entry.status?.Last ?? MIN_DATE);
       const input: TimerInput = {
@@ -154,7 +156,7 @@ export class TimerScheduler {
         entry.status = {
           Last: now.toISOString(),
           Next: next.toISOString(),
-          LastUpdated: new Date().toISOString(),
+          LastUpdated: this.date().toISOString(),
         };
         await this.writeStatus(entry).catch((error) => this.log(`timer status not saved: ${error}`));
       }
@@ -176,7 +178,7 @@ export class TimerScheduler {
       return JSON.parse(buffer.toString("utf8")) as ScheduleStatus;
     } catch {
       // First start: record the next occurrence so that a later outage is detected.
-      const now = new Date();
+      const now = this.date();
       entry.status = {
         Last: MIN_DATE,
         Next: entry.schedule.next(now).toISOString(),
@@ -195,7 +197,7 @@ export class TimerScheduler {
 
   async close(): Promise<void> {
     this.closed = true;
-    for (const entry of this.entries.values()) if (entry.handle) clearTimeout(entry.handle);
+    this.stopped.abort();
     await Promise.allSettled([...this.entries.values()].map((e) => e.running));
   }
 }

@@ -1,7 +1,8 @@
-import { Readable, Transform } from "node:stream";
+import { finished, Readable, Transform } from "node:stream";
 import { setTimeout as sleep } from "node:timers/promises";
 import { encodeFormData, encodeQueryString } from "@esri/arcgis-rest-request";
 import { AppError } from "../errors.js";
+import { classifyFailure } from "../failures.js";
 import {
   fetchTransport,
   type HeaderLookup,
@@ -11,10 +12,9 @@ import {
 } from "./http-transport.js";
 import {
   classifyPortalBody,
-  isRetryablePortalError,
-  PortalAuthError,
   PortalThrottledError,
   PortalTransientError,
+  parsePortalJson,
   portalHttpError,
 } from "./portal-errors.js";
 import { calculateRetryDelay, parseRetryAfter } from "./retry-delay.js";
@@ -94,11 +94,21 @@ export interface PortalClientStats {
 }
 
 export const DEFAULT_REFERER = "arcgis-org-backup";
+/**
+ * Retries of a request after a transient or throttled failure: with full jitter from 0.5 s,
+ * doubling up to 30 s, at most 15.5 s of backoff in all (Retry-After aside). The README's
+ * "Failures and retries" states the whole budget.
+ */
+export const DEFAULT_MAX_RETRIES = 5;
+/** A token can expire between refresh and use under load; twice is enough, more is a loop. */
+const MAX_TOKEN_REFRESHES = 2;
 const MAX_REDIRECTS = 5;
 /** An ArcGIS error body is read whole up to this size. */
 const ERROR_SNIFF_LIMIT = 1024 * 1024;
 /** Bytes looked at to tell an error body from data. */
 const ERROR_PEEK_BYTES = 32;
+/** How an ArcGIS error body begins. */
+const ERROR_START = /^\s*\{\s*"error"\s*:/;
 
 /**
  * The one way this app talks to a portal or ArcGIS Server: parameters encoded the ArcGIS way
@@ -136,7 +146,7 @@ export class PortalClient {
     this.options = {
       timeoutMs: options.timeoutMs ?? 60_000,
       idleTimeoutMs: options.idleTimeoutMs ?? 60_000,
-      maxRetries: options.maxRetries ?? 5,
+      maxRetries: options.maxRetries ?? DEFAULT_MAX_RETRIES,
       baseDelayMs: options.baseDelayMs ?? 500,
       maxDelayMs: options.maxDelayMs ?? 30_000,
       referer: options.referer ?? DEFAULT_REFERER,
@@ -178,18 +188,8 @@ export class PortalClient {
         );
         const text = await readText(response, url);
         if (text.trim() === "") return {} as T;
-        let body: unknown;
-        try {
-          body = JSON.parse(text);
-        } catch (cause) {
-          // A truncated or HTML body (gateways, cut connections): transient.
-          throw new PortalTransientError(`Unreadable JSON from ${redactPath(url)}`, {
-            code: "ERR_PORTAL_BAD_RESPONSE",
-            status: 502,
-            cause,
-          });
-        }
-        return classifyPortalBody(body as T, url, parseRetryAfter(response.headers.get("retry-after")));
+        const body = parsePortalJson(text, url) as T;
+        return classifyPortalBody(body, url, parseRetryAfter(response.headers.get("retry-after")));
       },
       params,
     );
@@ -210,53 +210,75 @@ export class PortalClient {
     return this.withRetries(
       url,
       options,
+      (token, signal, controller) => this.openAttempt(url, params, token, signal, controller),
+      params,
+    );
+  }
+
+  /**
+   * A whole answer as bytes (a page of features), or undefined for an empty one. Unlike a
+   * stream, a body cut short is retried here, with the request, within the client's budget.
+   */
+  async bytes(
+    pathOrUrl: string,
+    params: Record<string, unknown> = {},
+    options: RequestOptions = {},
+  ): Promise<Buffer | undefined> {
+    const url = this.resolve(pathOrUrl);
+    return this.withRetries(
+      url,
+      options,
       async (token, signal, controller) => {
-        const response = await this.send(url, params, token, signal, "GET");
-        const contentType = response.headers.get("content-type") ?? undefined;
-        const lengthHeader = response.headers.get("content-length");
-        const contentLength = lengthHeader === null ? undefined : Number(lengthHeader);
-        let body: Readable = response.body;
-        if (contentLength === 0) {
-          body.destroy();
-          return undefined;
+        const stream = await this.openAttempt(url, params, token, signal, controller);
+        if (!stream) return undefined;
+        const bytes = await readAll(stream.body, Number.POSITIVE_INFINITY);
+        // An error body under a content type the stream does not look into.
+        if (ERROR_START.test(bytes.subarray(0, ERROR_PEEK_BYTES).toString("utf8"))) {
+          classifyPortalBody(parsePortalJson(bytes.toString("utf8"), url), url);
         }
-        const mayBeError = contentType?.includes("json") || contentType?.includes("text/plain");
-        // Peek: an empty chunked body is no data; a JSON error hides behind JSON and text types.
-        if (mayBeError || contentLength === undefined) {
-          const { head, rest } = await peek(body, ERROR_PEEK_BYTES);
-          if (!rest && head.length === 0) return undefined;
-          if (mayBeError && /^\s*\{\s*"error"\s*:/.test(head.toString("utf8"))) {
-            const whole = rest ? await readAll(rest, ERROR_SNIFF_LIMIT) : head;
-            let parsed: unknown;
-            try {
-              parsed = JSON.parse(whole.toString("utf8"));
-            } catch {
-              throw new PortalTransientError(`Truncated error response from ${redactPath(url)}`, {
-                code: "ERR_PORTAL_BAD_RESPONSE",
-                status: 502,
-              });
-            }
-            classifyPortalBody(parsed, url, parseRetryAfter(response.headers.get("retry-after")));
-            // An "error" member that is no error: the bytes read are the data.
-            body.destroy();
-            body = Readable.from([whole]);
-          } else if (!rest) body = Readable.from([head]);
-        }
-        const stream: PortalStream = {
-          body: guardDownload(body, {
-            idleMs: this.options.idleTimeoutMs,
-            controller,
-            contentLength,
-            url,
-          }),
-          contentType,
-          contentLength,
-          fileName: fileNameFrom(response.headers.get("content-disposition")),
-        };
-        return stream;
+        return bytes;
       },
       params,
     );
+  }
+
+  /** One attempt of a download: the answer's stream once its error sniffing is done. */
+  private async openAttempt(
+    url: string,
+    params: Record<string, unknown>,
+    token: string | undefined,
+    signal: AbortSignal,
+    controller: AbortController,
+  ): Promise<PortalStream | undefined> {
+    const response = await this.send(url, params, token, signal, "GET");
+    const contentType = response.headers.get("content-type") ?? undefined;
+    const lengthHeader = response.headers.get("content-length");
+    const contentLength = lengthHeader === null ? undefined : Number(lengthHeader);
+    let body: Readable = response.body;
+    if (contentLength === 0) {
+      body.destroy();
+      return undefined;
+    }
+    const mayBeError = contentType?.includes("json") || contentType?.includes("text/plain");
+    // Peek: an empty chunked body is no data; a JSON error hides behind JSON and text types.
+    if (mayBeError || contentLength === undefined) {
+      const { head, rest } = await peek(body, ERROR_PEEK_BYTES);
+      if (!rest && head.length === 0) return undefined;
+      if (mayBeError && ERROR_START.test(head.toString("utf8"))) {
+        const whole = rest ? await readAll(rest, ERROR_SNIFF_LIMIT) : head;
+        const parsed = parsePortalJson(whole.toString("utf8"), url);
+        classifyPortalBody(parsed, url, parseRetryAfter(response.headers.get("retry-after")));
+        // An "error" member that is no error: the bytes read are the data.
+        body.destroy();
+        body = Readable.from([whole]);
+      } else if (!rest) body = Readable.from([head]);
+    }
+    return {
+      body: guardDownload(body, { idleMs: this.options.idleTimeoutMs, controller, contentLength, url }),
+      contentType,
+      contentLength,
+      fileName: fileNameFrom(response.headers.get("content-disposition")),
+    };
   }
 
   private async withRetries<T>(
@@ -265,7 +287,6 @@ export class PortalClient {
     attempt: (token: string | undefined, signal: AbortSignal, controller: AbortController) => Promise<T>,
     params?: Record<string, unknown>,
   ): Promise<T> {
-    // A token can expire between refresh and use under load; twice is enough, more is a loop.
     let tokenRefreshes = 0;
     const stop = this.init.signal;
     for (let retry = 0; ; retry++) {
@@ -280,17 +301,22 @@ export class PortalClient {
         () => controller.abort(new Error(`timed out after ${timeoutMs} ms`)),
         timeoutMs,
       );
+      // Not AbortSignal.any: its composite signals stay registered on the run's long-lived stop
+      // signal, and a run of 100,000 items made every request slower and the heap grow.
+      const unlink = stop ? forwardAbort(stop, controller) : undefined;
       try {
-        const signal = stop ? AbortSignal.any([controller.signal, stop]) : controller.signal;
-        return await attempt(token, signal, controller);
+        const result = await attempt(token, controller.signal, controller);
+        if (unlink) unlinkWhenConsumed(result, unlink);
+        return result;
       } catch (raw) {
+        unlink?.();
         stop?.throwIfAborted();
         const error = toPortalError(raw, url, controller.signal);
+        const kind = classifyFailure(error);
+        const throttle = error instanceof PortalThrottledError ? error : undefined;
         // HTTP 429s reach the pacer through afterResponse; the body form only shows up here.
-        if (error instanceof PortalThrottledError && error.arcgisCode !== undefined) {
-          this.pacer?.onThrottled?.(url, error.retryAfterMs);
-        }
-        if (error instanceof PortalAuthError && token && this.tokens && tokenRefreshes < 2) {
+        if (throttle?.arcgisCode !== undefined) this.pacer?.onThrottled?.(url, throttle.retryAfterMs);
+        if (kind === "auth" && token && this.tokens && tokenRefreshes < MAX_TOKEN_REFRESHES) {
           tokenRefreshes++;
           this.tokens.invalidate(token);
           this.stats.tokenRefreshes++;
@@ -298,15 +324,13 @@ export class PortalClient {
           continue;
         }
         const maxRetries = options.maxRetries ?? this.options.maxRetries;
-        if (!isRetryablePortalError(error) || retry >= maxRetries) throw error;
-        if (error instanceof PortalThrottledError) this.stats.throttled++;
+        if ((kind !== "transient" && kind !== "throttled") || retry >= maxRetries) throw error;
+        if (kind === "throttled") this.stats.throttled++;
         const delay = calculateRetryDelay({
           attempt: retry + 1,
           baseDelayMs: this.options.baseDelayMs,
           maxDelayMs: this.options.maxDelayMs,
-          ...(error instanceof PortalThrottledError && error.retryAfterMs !== undefined
-            ? { retryAfterMs: error.retryAfterMs }
-            : {}),
+          ...(throttle?.retryAfterMs !== undefined ? { retryAfterMs: throttle.retryAfterMs } : {}),
         });
         this.stats.retries++;
         this.stats.retryWaitMs += delay;
@@ -464,9 +488,27 @@ function redactPath(url: string): string {
   return `${parsed.origin}${parsed.pathname}`;
 }
 
-/** Network failures and aborts become transient portal errors; typed errors pass through. */
+/**
+ * A failure of the exchange as a portal error: our own timeout, or whatever the classifier calls
+ * a transient network failure (a reset, a refused connection, a cut body). Typed errors (portal
+ * errors, a connection the app refused) and anything else (a bug) pass through unchanged.
+ */
+/** Aborts `to` when `from` aborts (at once if it has); the returned function undoes the link. */
+function forwardAbort(from: AbortSignal, to: AbortController): () => void {
+  const abort = () => to.abort(from.reason);
+  if (from.aborted) abort();
+  from.addEventListener("abort", abort, { once: true });
+  return () => from.removeEventListener("abort", abort);
+}
+
+/** A download's body outlives its attempt: the link to the stop signal lasts until it ends. */
+function unlinkWhenConsumed(result: unknown, unlink: () => void): void {
+  const body = (result as { body?: unknown } | undefined)?.body;
+  if (body instanceof Readable) finished(body, unlink);
+  else unlink();
+}
+
 function toPortalError(error: unknown, url: string, signal: AbortSignal): unknown {
-  // Already typed (a portal error, or a connection the app refused): not a network hiccup to retry.
   if (error instanceof AppError) return error;
   const where = redactPath(url);
   if (signal.aborted) {
@@ -476,9 +518,9 @@ function toPortalError(error: unknown, url: string, signal: AbortSignal): unknow
       cause: error,
     });
   }
-  if (error instanceof TypeError || (error instanceof Error && "code" in error)) {
+  if (classifyFailure(error) === "transient") {
     const cause = (error as Error & { cause?: { code?: string } }).cause;
-    const detail = cause?.code ?? (error as Error & { code?: string }).code ?? error.message;
+    const detail = cause?.code ?? (error as Error & { code?: string }).code ?? (error as Error).message;
     return new PortalTransientError(`Network error calling ${where}: ${detail}`, {
       code: "ERR_PORTAL_NETWORK",
       status: 502,

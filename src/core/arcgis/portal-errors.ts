@@ -1,11 +1,14 @@
 import { AppError } from "../errors.js";
+import { type ClassifiedError, classifyFailure, type FailureKind, kindOfStatus } from "../failures.js";
 import { redactUrl } from "../redact.js";
 
 /**
  * Errors from a portal or ArcGIS Server. ArcGIS reports most errors inside HTTP 200 bodies,
  * so every response goes through `classifyPortalBody`; callers branch on the class or `code`.
+ * The class carries the failure's kind (see failures.ts), chosen by `kindOfStatus`.
  */
-export class PortalError extends AppError {
+export class PortalError extends AppError implements ClassifiedError {
+  readonly failureKind: FailureKind = "permanent";
   /** ArcGIS `error.code` (or the HTTP status when the body had none). */
   readonly arcgisCode: number | undefined;
   /** ArcGIS `error.messageCode`, e.g. CONT_0001. */
@@ -21,14 +24,31 @@ export class PortalError extends AppError {
   }
 }
 
-/** 498/499: the token is invalid, expired or missing. Retried once with a fresh token. */
-export class PortalAuthError extends PortalError {}
+/** 498/499 (HTTP 401): the token is invalid, expired or missing. Retried with a fresh token. */
+export class PortalAuthError extends PortalError {
+  override readonly failureKind: FailureKind = "auth";
+}
 
-/** A token could not be obtained (bad credentials, revoked app, expired refresh token). */
-export class PortalSignInError extends PortalError {}
+/**
+ * A token could not be obtained (bad credentials, revoked app, expired refresh token): an auth
+ * failure, unless the portal could not be reached for it (then the kind of that cause).
+ */
+export class PortalSignInError extends PortalError {
+  override readonly failureKind: FailureKind;
+
+  constructor(
+    message: string,
+    options: { code: string; status: number; arcgisCode?: number; messageCode?: string; cause?: unknown },
+  ) {
+    super(message, options);
+    const causeKind = options.cause === undefined ? "permanent" : classifyFailure(options.cause);
+    this.failureKind = causeKind === "transient" || causeKind === "throttled" ? causeKind : "auth";
+  }
+}
 
 /** 429 as HTTP status or body code: the org is throttled. */
 export class PortalThrottledError extends PortalError {
+  override readonly failureKind: FailureKind = "throttled";
   readonly retryAfterMs: number | undefined;
   constructor(message: string, options: { arcgisCode?: number; retryAfterMs?: number; cause?: unknown }) {
     super(message, { code: "ERR_PORTAL_THROTTLED", status: 503, ...options });
@@ -37,7 +57,9 @@ export class PortalThrottledError extends PortalError {
 }
 
 /** 5xx, resets, timeouts, truncated bodies: worth retrying. */
-export class PortalTransientError extends PortalError {}
+export class PortalTransientError extends PortalError {
+  override readonly failureKind: FailureKind = "transient";
+}
 
 /** The item (or service) does not exist or the caller may not see it. */
 export class PortalNotFoundError extends PortalError {}
@@ -47,8 +69,6 @@ interface ArcgisErrorBody {
   status?: string;
   statusMessage?: string;
 }
-
-const TRANSIENT_CODES = new Set([500, 502, 503, 504]);
 
 /** Throws the typed error a portal body describes; returns the body when it is not an error. */
 export function classifyPortalBody<T>(body: T, url: string, retryAfterMs?: number): T {
@@ -67,12 +87,13 @@ export function classifyPortalBody<T>(body: T, url: string, retryAfterMs?: numbe
       ...(Number.isFinite(code) ? { arcgisCode: code } : {}),
       ...(messageCode ? { messageCode } : {}),
     };
-    if (code === 498 || code === 499) {
+    const kind = Number.isFinite(code) ? kindOfStatus(code) : "permanent";
+    if (kind === "auth") {
       throw new PortalAuthError(message, { code: "ERR_PORTAL_AUTH", status: 401, ...common });
     }
-    if (code === 429)
+    if (kind === "throttled")
       throw new PortalThrottledError(message, { ...common, ...(retryAfterMs ? { retryAfterMs } : {}) });
-    if (TRANSIENT_CODES.has(code)) {
+    if (kind === "transient") {
       throw new PortalTransientError(message, { code: "ERR_PORTAL_UNAVAILABLE", status: 502, ...common });
     }
     // CONT_0001: item missing or invisible; CONT_0036: item info file (metadata, thumbnail) missing.
@@ -95,22 +116,36 @@ export function classifyPortalBody<T>(body: T, url: string, retryAfterMs?: numbe
 /** Maps a non-2xx HTTP status (which carries no ArcGIS body) to the typed error. */
 export function portalHttpError(status: number, url: string, retryAfterMs?: number): PortalError {
   const message = `HTTP ${status} from ${redactUrl(url)}`;
-  if (status === 429) return new PortalThrottledError(message, { ...(retryAfterMs ? { retryAfterMs } : {}) });
-  if (status >= 500 || status === 408) {
+  const kind = kindOfStatus(status);
+  if (kind === "throttled")
+    return new PortalThrottledError(message, { ...(retryAfterMs ? { retryAfterMs } : {}) });
+  if (kind === "transient") {
     return new PortalTransientError(message, {
       code: "ERR_PORTAL_UNAVAILABLE",
       status: 502,
       arcgisCode: status,
     });
   }
-  if (status === 401)
-    return new PortalAuthError(message, { code: "ERR_PORTAL_AUTH", status: 401, arcgisCode: 401 });
+  if (kind === "auth")
+    return new PortalAuthError(message, { code: "ERR_PORTAL_AUTH", status: 401, arcgisCode: status });
   if (status === 404) return new PortalNotFoundError(message, { code: "ERR_PORTAL_NOT_FOUND", status: 404 });
   if (status === 403) return new PortalError(message, { code: "ERR_PORTAL_FORBIDDEN", status: 403 });
   return new PortalError(message, { code: "ERR_PORTAL_REQUEST", status: 502, arcgisCode: status });
 }
 
-/** True for failures a bounded retry may cure. */
-export function isRetryablePortalError(error: unknown): boolean {
-  return error instanceof PortalThrottledError || error instanceof PortalTransientError;
+/**
+ * A portal answer as JSON. Text that does not parse is a body cut short or a gateway's HTML
+ * page: transient, like the connection that delivered it.
+ */
+export function parsePortalJson(text: string, url: string): unknown {
+  try {
+    return JSON.parse(text);
+  } catch (cause) {
+    const where = new URL(url);
+    throw new PortalTransientError(`Unreadable JSON from ${where.origin}${where.pathname}`, {
+      code: "ERR_PORTAL_BAD_RESPONSE",
+      status: 502,
+      cause,
+    });
+  }
 }

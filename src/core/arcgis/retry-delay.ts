@@ -12,15 +12,24 @@ export interface RetryDelayInput {
 /** Never wait longer than this for one retry, whatever a server asks. */
 export const RETRY_AFTER_CEILING_MS = 5 * 60_000;
 
-/** Exponential backoff with full jitter; a Retry-After wins when given. Pure. */
+/**
+ * Exponential backoff with full jitter: anywhere from 0 to base × 2^(attempt−1), capped at
+ * maxDelayMs, so the retries of many callers hit by one outage spread over the whole window
+ * instead of arriving together. A Retry-After wins when given. Pure.
+ */
 export function calculateRetryDelay(input: RetryDelayInput): number {
   if (input.retryAfterMs !== undefined && input.retryAfterMs >= 0) {
     return Math.min(input.retryAfterMs, RETRY_AFTER_CEILING_MS);
   }
   const random = input.random ?? Math.random;
-  const exponential = Math.min(input.maxDelayMs, input.baseDelayMs * 2 ** (input.attempt - 1));
-  // Half fixed, half jitter: retries of parallel activities spread out but never collapse to 0.
-  return Math.round(exponential / 2 + (random() * exponential) / 2);
+  return Math.floor(random() * backoffCeiling(input));
+}
+
+/** The most one retry may wait without a Retry-After: what its full jitter draws below. */
+export function backoffCeiling(
+  input: Pick<RetryDelayInput, "attempt" | "baseDelayMs" | "maxDelayMs">,
+): number {
+  return Math.min(input.maxDelayMs, input.baseDelayMs * 2 ** (input.attempt - 1));
 }
 
 /** Parses Retry-After (seconds or an HTTP date) into milliseconds. */

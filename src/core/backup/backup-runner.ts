@@ -1,15 +1,18 @@
-import type { ContainerClient } from "@azure/storage-blob";
 import type { GovernorStats, OrgRateGovernor, TrackedPacer } from "../arcgis/governor/index.js";
 import type { PortalClient, PortalClientStats } from "../arcgis/portal-client.js";
-import { isRetryablePortalError } from "../arcgis/portal-errors.js";
 import { mapWithConcurrency } from "../concurrency.js";
 import { errorMessage } from "../errors.js";
+import { isRetryableFailure } from "../failures.js";
 import type { StoredIdentity } from "../identities/identity.js";
 import type { IdentityService } from "../identities/identity-service.js";
 import type { Logger } from "../log.js";
-import { BackupStore } from "./backup-store.js";
+import { DEFAULT_OUTAGE_SETTINGS, type OutagePause, type OutageSettings, outagePause } from "../outage.js";
+import { StoredDocumentError } from "../stored-document.js";
+import type { BatchInput, FailBatchInput, FinalizeInput, RecordFailureInput } from "./activity-inputs.js";
+import type { BackupStore } from "./backup-store.js";
 import { assertCacheWritable, type CacheSpace, cacheSpaceFor } from "./cache.js";
 import {
+  batchResultsSchema,
   exportItem,
   type ItemExportContext,
   type ItemResult,
@@ -19,13 +22,16 @@ import {
 import {
   type BackupFilter,
   INVENTORY_CHUNK_SIZE,
+  type InvalidInventoryLine,
+  type InventoryEntry,
   type InventoryRecord,
   type InventorySummary,
+  isInvalidLine,
   type PreviousCapture,
   readInventoryChunk,
   takeInventory,
 } from "./inventory.js";
-import { batchResultName, MANIFEST_NAME, runPrefix } from "./layout.js";
+import { batchResultName, identityBlobName, manifestName } from "./layout.js";
 import { type ManifestHeader, readManifest, writeManifest } from "./manifest.js";
 import { type BatchCounts, type BatchOutcome, emptyBatchCounts } from "./progress.js";
 import { failRun, logRunCompleted } from "./run-end.js";
@@ -41,42 +47,22 @@ export type InventoryOutcome =
   | ({ ok: true; chunkSize: number; batchSize: number } & InventorySummary)
   | { ok: false; error: { code: string; message: string } };
 
-/** Throttling, an unreachable portal, storage 5xx or a dropped connection: a later attempt may work. */
-export function isWorthRetrying(error: unknown): boolean {
-  if (isRetryablePortalError(error)) return true;
-  const status = (error as { statusCode?: number }).statusCode;
-  if (typeof status === "number") return status >= 500 || status === 408 || status === 429;
-  const code = (error as { code?: string }).code ?? "";
-  return ["ECONNRESET", "ECONNREFUSED", "ETIMEDOUT", "EAI_AGAIN", "REQUEST_SEND_ERROR"].includes(code);
-}
-
-export interface BatchInput {
-  runId: string;
-  identityId: string;
-  chunkIndex: number;
-  batchIndex: number;
-}
+export type { BatchInput, FinalizeInput } from "./activity-inputs.js";
 
 type RunError = { code: string; message: string };
-
-export interface FinalizeInput {
-  runId: string;
-  identityId: string;
-  /** "completed" ends `cancelled` when the run's record asks for a cancel. */
-  outcome: "completed" | "failed";
-  traffic?: RunRecord["traffic"];
-  error?: RunError;
-}
 
 export interface RunnerDependencies {
   identities: IdentityService;
   runs: RunStore;
   portalFor(identity: StoredIdentity): Promise<PortalClient>;
-  openContainer(identity: StoredIdentity): Promise<ContainerClient>;
+  /** The identity's backup store (its folder of its backup container). */
+  openStore(identity: StoredIdentity): Promise<BackupStore>;
   /** The org's rate governor, shared by every run of the org (and across instances). */
   governorFor?(identity: StoredIdentity): Promise<OrgRateGovernor>;
   serviceDataFor?(portal: PortalClient, log: Logger): ServiceDataExporter;
   cacheMaxBytes: number;
+  /** How a batch that meets an outage pauses (default DEFAULT_OUTAGE_SETTINGS). */
+  outage?: OutageSettings;
   log: Logger;
 }
 
@@ -106,7 +92,7 @@ const MAX_PREVIOUS_MANIFEST_BYTES = 256 * 1024 * 1024;
  */
 export class BackupRunner {
   private readonly sessions = new Map<string, Promise<IdentitySession>>();
-  private readonly chunks = new Map<string, Promise<InventoryRecord[]>>();
+  private readonly chunks = new Map<string, Promise<InventoryEntry[]>>();
   private readonly stops: RunStopSignals;
 
   constructor(private readonly deps: RunnerDependencies) {
@@ -141,7 +127,7 @@ export class BackupRunner {
       });
       return { ok: true, ...summary, chunkSize: INVENTORY_CHUNK_SIZE, batchSize: BATCH_SIZE };
     } catch (error) {
-      if (isWorthRetrying(error)) throw error;
+      if (isRetryableFailure(error)) throw error;
       return { ok: false, error: errorOf(error, "ERR_INVENTORY") };
     }
   }
@@ -160,12 +146,9 @@ export class BackupRunner {
       (r) => r.runId !== runId && r.manifest,
     );
     if (!last) return undefined;
-    const name = `${runPrefix(last.runId)}${MANIFEST_NAME}`;
     try {
-      const properties = await session.store.container
-        .getBlobClient(session.store.blobName(name))
-        .getProperties();
-      if ((properties.contentLength ?? 0) > MAX_PREVIOUS_MANIFEST_BYTES) return undefined;
+      const size = await session.store.sizeOf(manifestName(last.runId));
+      if ((size ?? 0) > MAX_PREVIOUS_MANIFEST_BYTES) return undefined;
       const manifest = await readManifest(session.store, last.runId);
       const captures = new Map<string, PreviousCapture>();
       for (const item of manifest?.items ?? []) {
@@ -187,7 +170,11 @@ export class BackupRunner {
   /**
    * Exports one batch of a chunk and writes its results blob (rewritten, never duplicated, on a
    * re-run). Once the run is cancelled, items not started yet are left out and those in flight are
-   * aborted (and left out): the batch ends within about a second, `stopped`.
+   * aborted (and left out): the batch ends within about a second, `stopped`. When the portal or
+   * the storage is unreachable past their clients' retries, the batch ends `paused`: it keeps the
+   * results of the items it finished, and the orchestration runs it again later (`afterPause`),
+   * which carries those over. A paused attempt reports its traffic; the one that finishes the
+   * batch reports its items.
    */
   async exportBatch(input: BatchInput): Promise<BatchOutcome> {
     const stop = await this.stops.watch(input.identityId, input.runId);
@@ -195,6 +182,9 @@ export class BackupRunner {
       if (stop.signal.aborted) return { ...emptyBatchCounts(), stopped: true };
       const session = await this.session(input.identityId);
       const records = await this.batchRecords(session, input);
+      const carried = input.afterPause
+        ? await this.carriedResults(session, input)
+        : new Map<string, ItemResult>();
       const log = this.deps.log.child({ runId: input.runId, identityId: input.identityId });
       const { portal, pacer } = this.workPortal(session, stop.signal);
       const serviceData = this.deps.serviceDataFor?.(portal, log);
@@ -207,27 +197,55 @@ export class BackupRunner {
         signal: stop.signal,
         ...(serviceData ? { serviceData } : {}),
       };
-      const results = await mapWithConcurrency(records, ITEMS_IN_PARALLEL, (record) =>
-        exportUnlessStopped(context, record),
-      );
-      const captured = results.filter((result): result is ItemResult => result !== undefined);
+      const { results, outage } = await exportEntries(context, records, carried);
       await session.store.uploadJson(
         batchResultName(input.runId, input.chunkIndex, input.batchIndex),
-        captured,
+        results,
       );
-      return { ...countResults(captured, portal.stats, pacer?.stats()), stopped: stop.signal.aborted };
+      if (outage !== undefined && !stop.signal.aborted) {
+        const paused = this.pause(input, outage, log);
+        return { ...countResults([], portal.stats, pacer?.stats()), stopped: false, paused };
+      }
+      return { ...countResults(results, portal.stats, pacer?.stats()), stopped: stop.signal.aborted };
+    } catch (error) {
+      // Opening the session, reading the chunk or writing the results met the outage: the batch
+      // runs again later (what it exported without recording it then counts as unchanged).
+      if (!isRetryableFailure(error) || stop.signal.aborted) throw error;
+      const log = this.deps.log.child({ runId: input.runId, identityId: input.identityId });
+      return { ...emptyBatchCounts(), stopped: false, paused: this.pause(input, error, log) };
     } finally {
       stop.release();
     }
   }
 
-  private async batchRecords(session: IdentitySession, input: BatchInput): Promise<InventoryRecord[]> {
+  /** What a batch that met an outage tells its orchestration (and the log). */
+  private pause(input: BatchInput, outage: unknown, log: Logger): OutagePause {
+    const paused = outagePause(outage, this.deps.outage ?? DEFAULT_OUTAGE_SETTINGS);
+    log.warn("Batch paused: the portal or the storage is unreachable", {
+      chunkIndex: input.chunkIndex,
+      batchIndex: input.batchIndex,
+      reason: paused.reason,
+    });
+    return paused;
+  }
+
+  /** What an earlier, paused attempt of the batch captured, by item id. */
+  private async carriedResults(
+    session: IdentitySession,
+    input: BatchInput,
+  ): Promise<Map<string, ItemResult>> {
+    const name = batchResultName(input.runId, input.chunkIndex, input.batchIndex);
+    const results = (await session.store.readJson(name, batchResultsSchema)) ?? [];
+    return new Map(results.map((result) => [result.itemId, result]));
+  }
+
+  private async batchRecords(session: IdentitySession, input: BatchInput): Promise<InventoryEntry[]> {
     const chunk = await this.chunk(session, input);
     return chunk.slice(input.batchIndex * BATCH_SIZE, (input.batchIndex + 1) * BATCH_SIZE);
   }
 
   /** An inventory chunk, read once per process for all its batches (they run close together). */
-  private chunk(session: IdentitySession, input: BatchInput): Promise<InventoryRecord[]> {
+  private chunk(session: IdentitySession, input: BatchInput): Promise<InventoryEntry[]> {
     const key = `${input.identityId}/${input.runId}/${input.chunkIndex}`;
     let chunk = this.chunks.get(key);
     if (!chunk) {
@@ -252,20 +270,26 @@ export class BackupRunner {
     };
   }
 
-  /** A batch that kept failing after its retries: every item of it is recorded as failed. */
-  async failBatch(input: BatchInput & { reason: string }): Promise<BatchCounts> {
+  /**
+   * A batch that kept failing after its retries, or whose outage outlasted the maximum
+   * (`code` ERR_OUTAGE): its items are recorded as failed, but those an earlier, paused attempt
+   * finished keep their results.
+   */
+  async failBatch(input: FailBatchInput): Promise<BatchCounts> {
     const session = await this.session(input.identityId);
     const records = await this.batchRecords(session, input);
-    const results: ItemResult[] = records.map((record) => ({
-      ...resultFor(record),
-      error: { code: "ERR_BATCH_RETRIES_EXHAUSTED", message: input.reason },
-    }));
+    const carried = await this.carriedResults(session, input);
+    const error = { code: input.code ?? "ERR_BATCH_RETRIES_EXHAUSTED", message: input.reason };
+    const failed: ItemResult[] = records
+      .filter((entry) => !carried.has(entry.id))
+      .map((entry) => (isInvalidLine(entry) ? invalidLineResult(entry) : { ...resultFor(entry), error }));
+    const results = [...carried.values(), ...failed];
     await session.store.uploadJson(batchResultName(input.runId, input.chunkIndex, input.batchIndex), results);
     const log = this.deps.log.child({ runId: input.runId, identityId: input.identityId });
-    for (const result of results) {
+    for (const result of failed) {
       log.event(
         "BackupItemFailed",
-        { itemId: result.itemId, code: "ERR_BATCH_RETRIES_EXHAUSTED", reason: input.reason },
+        { itemId: result.itemId, code: result.error?.code, reason: result.error?.message },
         "warn",
       );
     }
@@ -282,7 +306,7 @@ export class BackupRunner {
     try {
       target = await this.openTarget(input.identityId);
     } catch (error) {
-      if (isWorthRetrying(error)) throw error;
+      if (isRetryableFailure(error)) throw error;
       return this.recordFailure({ ...input, error: input.error ?? errorOf(error, "ERR_FINALIZE") });
     }
     let run = await this.deps.runs.update(input.identityId, input.runId, (next) => {
@@ -301,12 +325,14 @@ export class BackupRunner {
         next.itemsUnchanged = header.totals.unchanged;
         next.itemsFailed = header.totals.failed;
         next.bytes = header.totals.bytes;
-        next.manifest = target.store.blobName(`${runPrefix(input.runId)}${MANIFEST_NAME}`);
+        next.manifest = identityBlobName(input.identityId, manifestName(input.runId));
       });
     } catch (error) {
       run = await this.deps.runs.update(input.identityId, input.runId, (next) => {
         next.status = "failed";
-        next.error ??= { code: "ERR_MANIFEST", message: errorMessage(error) };
+        // A results blob that does not match its schema names itself (ERR_STORED_DOCUMENT_INVALID).
+        const code = error instanceof StoredDocumentError ? error.code : "ERR_MANIFEST";
+        next.error ??= { code, message: errorMessage(error) };
       });
     } finally {
       await this.deps.runs.releaseLock(input.identityId, input.runId);
@@ -335,7 +361,7 @@ export class BackupRunner {
    * Activity: ends the run as `failed` with the reason through the runs table alone — the last
    * resort of an orchestration that could not finish its run (its finalize failed past its retries).
    */
-  async recordFailure(input: { runId: string; identityId: string; error: RunError }): Promise<RunRecord> {
+  async recordFailure(input: RecordFailureInput): Promise<RunRecord> {
     return failRun(this.deps, input.identityId, input.runId, input.error);
   }
 
@@ -365,16 +391,59 @@ export class BackupRunner {
 
   private async openTarget(identityId: string): Promise<RunTarget> {
     const identity = await this.deps.identities.get(identityId);
-    const container = await this.deps.openContainer(identity);
     return {
       identity,
-      store: new BackupStore(container, identity.id),
+      store: await this.deps.openStore(identity),
       cacheSpace: cacheSpaceFor(identity.cacheDirectory, this.deps.cacheMaxBytes),
     };
   }
 }
 
 type StoppableExport = ItemExportContext & { signal: AbortSignal };
+
+/** An inventory line that is not a record: its item fails with the line's reason. */
+function invalidLineResult(line: InvalidInventoryLine): ItemResult {
+  const unknown = {
+    title: "",
+    type: "",
+    owner: "",
+    folderId: null,
+    folderTitle: null,
+    access: "",
+    groups: [],
+  };
+  return { itemId: line.id, ...unknown, status: "failed", files: [], bytes: 0, notes: [], error: line.error };
+}
+
+/**
+ * The batch's items, a few at a time: carried over from a paused attempt, or exported. An item
+ * that meets an outage is left for the next attempt, and no further item starts.
+ */
+async function exportEntries(
+  context: StoppableExport,
+  entries: InventoryEntry[],
+  carried: Map<string, ItemResult>,
+): Promise<{ results: ItemResult[]; outage: unknown }> {
+  let outage: unknown;
+  const results = await mapWithConcurrency(entries, ITEMS_IN_PARALLEL, async (entry) => {
+    const done = carried.get(entry.id);
+    if (done || outage !== undefined) return done;
+    if (isInvalidLine(entry)) {
+      // The monitoring contract: one BackupItemFailed line per failed item (see docs/deploy.md).
+      const { code, message: reason } = entry.error;
+      context.log.event("BackupItemFailed", { itemId: entry.id, code, reason }, "warn");
+      return invalidLineResult(entry);
+    }
+    try {
+      return await exportUnlessStopped(context, entry);
+    } catch (error) {
+      if (!isRetryableFailure(error)) throw error;
+      outage ??= error;
+      return undefined;
+    }
+  });
+  return { results: results.filter((result): result is ItemResult => result !== undefined), outage };
+}
 
 /** An item's export, or undefined when the run stopped before or during it: it is left out of the run. */
 async function exportUnlessStopped(

@@ -5,7 +5,7 @@ import type { Logger } from "../log.js";
 import { type OrchestrationClient, type OrchestrationState, readOrchestration } from "../orchestrations.js";
 import { lastOccurrenceBetween } from "../schedule.js";
 import { parseInput } from "../validation.js";
-import type { BackupFilter } from "./inventory.js";
+import type { BackupRunInput } from "./activity-inputs.js";
 import { newRunId, RUN_ID_PATTERN } from "./layout.js";
 import { liveProgress, type RunProgress } from "./progress.js";
 import { failRun } from "./run-end.js";
@@ -13,11 +13,7 @@ import { backupFilterSchema, newRunRecord, type RunRecord, type RunStore } from 
 
 export const BACKUP_ORCHESTRATOR = "backupOrchestrator";
 
-export interface BackupRunInput {
-  runId: string;
-  identityId: string;
-  filter?: BackupFilter;
-}
+export type { BackupRunInput };
 
 const startSchema = z.strictObject({
   name: z.string().trim().min(1).max(200).optional(),

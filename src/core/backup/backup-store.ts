@@ -1,219 +1,52 @@
-import { createHash, randomUUID } from "node:crypto";
-import { type FileHandle, open } from "node:fs/promises";
 import type { Readable } from "node:stream";
-import type { ContainerClient } from "@azure/storage-blob";
-import { mapWithConcurrency } from "../concurrency.js";
-import { ByteBudget, type CachedFile, type CachingFile } from "./cache.js";
+import type { z } from "zod";
+import type { CachedFile, CachingFile } from "./cache.js";
 
+/** A file as stored: where, how big, its SHA-256 (also in the blob's metadata) and its type. */
 export interface StoredFile {
-  /** Relative to the identity's prefix. */
+  /** Relative to the identity's folder. */
   blob: string;
   size: number;
   sha256: string;
   contentType: string;
 }
 
-const UPLOAD_BLOCK = 8 * 1024 * 1024;
-const UPLOAD_CONCURRENCY = 4;
-/** Blocks read back from the cache and on their way to Blob, across all uploads of the process. */
-const BLOCK_BUFFERS = 8;
+/** A blob opened for streaming, with its size in bytes. */
+export interface OpenedBlob {
+  body: Readable;
+  size: number;
+}
 
 /**
- * An identity's part of its backup container: every name is relative to `<identityId>/`.
- * Files are uploaded from the cache folder in parallel blocks, so memory stays flat.
+ * The backup store of one identity: everything backup, restore, manifests and run documents
+ * write or read, by names relative to the identity's folder (built by layout.ts). Stored JSON
+ * is read back through a schema (`readJson`, `readNdjson`): a document that does not match
+ * throws StoredDocumentError naming the blob, never an undefined property later. The Blob
+ * adapter is BlobBackupStore (src/core/storage/blob-backup-store.ts).
  */
-export class BackupStore {
-  constructor(
-    readonly container: ContainerClient,
-    readonly identityId: string,
-  ) {}
+export interface BackupStore {
+  /** Uploads a file of the cache folder (the caller discards it afterwards). */
+  uploadCached(relative: string, file: CachedFile, contentType: string): Promise<StoredFile>;
+  /** Uploads a file while its download still writes it into the cache; the blob appears only whole. */
+  uploadWhileCaching(relative: string, file: CachingFile, contentType: string): Promise<StoredFile>;
+  uploadBuffer(relative: string, content: Buffer, contentType: string): Promise<StoredFile>;
+  uploadJson(relative: string, value: unknown): Promise<StoredFile>;
 
-  blobName(relative: string): string {
-    return `${this.identityId}/${relative}`;
-  }
+  /** The JSON document, validated by `schema`; undefined when there is no such blob. */
+  readJson<S extends z.ZodType>(relative: string, schema: S): Promise<z.infer<S> | undefined>;
+  /** Every line of an NDJSON document, each validated; undefined when there is no such blob. */
+  readNdjson<S extends z.ZodType>(relative: string, schema: S): Promise<z.infer<S>[] | undefined>;
 
-  async uploadCached(relative: string, file: CachedFile, contentType: string): Promise<StoredFile> {
-    await this.container.getBlockBlobClient(this.blobName(relative)).uploadFile(file.path, {
-      blockSize: UPLOAD_BLOCK,
-      concurrency: UPLOAD_CONCURRENCY,
-      blobHTTPHeaders: { blobContentType: contentType },
-      metadata: { sha256: file.sha256 },
-    });
-    return { blob: relative, size: file.size, sha256: file.sha256, contentType };
-  }
-
-  /**
-   * Uploads a file while its download still writes it into the cache: blocks are staged from
-   * the completed regions of the file as they arrive, a few at a time, and committed with the
-   * hash once the download ended — the blob appears only then. A file of one block or less
-   * goes up in one request once complete. A failure on either side stops the other: the
-   * download is aborted, blocks in flight are cancelled, and the first error is thrown. The
-   * caller discards `file` afterwards.
-   */
-  async uploadWhileCaching(relative: string, file: CachingFile, contentType: string): Promise<StoredFile> {
-    // More than one block on disk, or the whole (small) file.
-    await file.reached(UPLOAD_BLOCK + 1);
-    if (file.complete && file.written <= UPLOAD_BLOCK) {
-      return this.uploadCached(relative, await file.done, contentType);
-    }
-    const blob = this.container.getBlockBlobClient(this.blobName(relative));
-    // Fresh ids on every call: blocks staged by a failed attempt are never committed.
-    const attempt = randomUUID();
-    const blockIds: string[] = [];
-    const cancel = new AbortController();
-    let failure: { error: unknown } | undefined;
-    const fail = (error: unknown) => {
-      if (failure) return;
-      failure = { error };
-      cancel.abort(error);
-      file.abort(error);
-    };
-    // A failed download cancels the blocks in flight at once, not after they finish.
-    file.done.catch(fail);
-    let nextBlock = 0;
-    let reader: Promise<FileHandle> | undefined;
-    const stageBlocks = async () => {
-      try {
-        for (;;) {
-          const index = nextBlock++;
-          const start = index * UPLOAD_BLOCK;
-          // The block is complete once a byte past it is on disk, or the download ended.
-          await file.reached(start + UPLOAD_BLOCK + 1);
-          const end = Math.min(file.written, start + UPLOAD_BLOCK);
-          if (failure || start >= end) return;
-          const blockId = Buffer.from(`${attempt}-${String(index).padStart(6, "0")}`).toString("base64");
-          blockIds[index] = blockId;
-          const buffer = await blockBuffers.take(cancel.signal);
-          try {
-            reader ??= open(file.path, "r");
-            const block = await readRegion(await reader, buffer, start, end);
-            await blob.stageBlock(blockId, block, block.length, { abortSignal: cancel.signal });
-          } finally {
-            blockBuffers.give(buffer);
-          }
-        }
-      } catch (error) {
-        fail(error);
-        throw error;
-      }
-    };
-    try {
-      await mapWithConcurrency(Array.from({ length: UPLOAD_CONCURRENCY }), UPLOAD_CONCURRENCY, stageBlocks);
-    } catch (error) {
-      throw failure ? failure.error : error;
-    } finally {
-      blockBuffers.trim();
-      await reader?.then(
-        (handle) => handle.close(),
-        () => {},
-      );
-    }
-    if (failure) throw failure.error;
-    const cached = await file.done;
-    await blob.commitBlockList(blockIds, {
-      blobHTTPHeaders: { blobContentType: contentType },
-      metadata: { sha256: cached.sha256 },
-    });
-    return { blob: relative, size: cached.size, sha256: cached.sha256, contentType };
-  }
-
-  async uploadBuffer(relative: string, content: Buffer, contentType: string): Promise<StoredFile> {
-    const sha256 = createHash("sha256").update(content).digest("hex");
-    await this.container.getBlockBlobClient(this.blobName(relative)).uploadData(content, {
-      blobHTTPHeaders: { blobContentType: contentType },
-      metadata: { sha256 },
-    });
-    return { blob: relative, size: content.length, sha256, contentType };
-  }
-
-  uploadJson(relative: string, value: unknown): Promise<StoredFile> {
-    return this.uploadBuffer(relative, Buffer.from(JSON.stringify(value, null, 2)), "application/json");
-  }
-
-  async exists(relative: string): Promise<boolean> {
-    return this.container.getBlobClient(this.blobName(relative)).exists();
-  }
-
-  async readJson<T>(relative: string): Promise<T | undefined> {
-    try {
-      const buffer = await this.container.getBlobClient(this.blobName(relative)).downloadToBuffer();
-      return JSON.parse(buffer.toString("utf8")) as T;
-    } catch (error) {
-      if (isNotFound(error)) return undefined;
-      throw error;
-    }
-  }
-
-  async openRead(relative: string): Promise<Readable> {
-    const response = await this.container.getBlobClient(this.blobName(relative)).download();
-    return response.readableStreamBody as Readable;
-  }
-
+  /** Opens a blob to stream it; a missing one throws (statusCode 404). */
+  openRead(relative: string): Promise<Readable>;
   /** Opens a blob to stream it, with its size; undefined when there is no such blob. */
-  async openIfExists(relative: string): Promise<{ body: Readable; size: number } | undefined> {
-    try {
-      const response = await this.container.getBlobClient(this.blobName(relative)).download();
-      return { body: response.readableStreamBody as Readable, size: response.contentLength ?? 0 };
-    } catch (error) {
-      if (isNotFound(error)) return undefined;
-      throw error;
-    }
-  }
+  openIfExists(relative: string): Promise<OpenedBlob | undefined>;
 
+  exists(relative: string): Promise<boolean>;
+  /** The blob's size in bytes; undefined when there is no such blob. */
+  sizeOf(relative: string): Promise<number | undefined>;
   /** Names (relative) under a prefix, in name order. */
-  async *list(prefix: string): AsyncGenerator<string> {
-    const base = this.blobName("");
-    for await (const blob of this.container.listBlobsFlat({ prefix: this.blobName(prefix) })) {
-      yield blob.name.slice(base.length);
-    }
-  }
+  list(prefix: string): AsyncIterable<string>;
+  /** Deletes a blob; one already gone is no error. */
+  delete(relative: string): Promise<void>;
 }
-
-function isNotFound(error: unknown): boolean {
-  return (error as { statusCode?: number } | undefined)?.statusCode === 404;
-}
-
-/** Reads `[start, end)` of a file into `buffer`; the part of it that holds the bytes. */
-async function readRegion(handle: FileHandle, buffer: Buffer, start: number, end: number): Promise<Buffer> {
-  const length = end - start;
-  let filled = 0;
-  while (filled < length) {
-    const { bytesRead } = await handle.read(buffer, filled, length - filled, start + filled);
-    if (bytesRead === 0) throw new Error(`The cache file ended at ${start + filled} bytes, before ${end}`);
-    filled += bytesRead;
-  }
-  return buffer.subarray(0, length);
-}
-
-/**
- * Block-sized buffers, reused, at most `count` taken at once by all uploads of the process:
- * memory stays flat however many large files go up together.
- */
-class BlockBuffers {
-  private readonly budget: ByteBudget;
-  private free: Buffer[] = [];
-
-  constructor(
-    private readonly size: number,
-    count: number,
-  ) {
-    this.budget = new ByteBudget(size * count);
-  }
-
-  async take(signal: AbortSignal): Promise<Buffer> {
-    await this.budget.reserve(this.size, signal);
-    return this.free.pop() ?? Buffer.allocUnsafeSlow(this.size);
-  }
-
-  give(buffer: Buffer): void {
-    this.free.push(buffer);
-    this.budget.release(this.size);
-  }
-
-  /** Lets the memory go when no upload holds a buffer. */
-  trim(): void {
-    if (this.budget.usedBytes === 0) this.free = [];
-  }
-}
-
-const blockBuffers = new BlockBuffers(UPLOAD_BLOCK, BLOCK_BUFFERS);

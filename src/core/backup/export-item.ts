@@ -1,70 +1,107 @@
-import path from "node:path";
+import { setTimeout as sleep } from "node:timers/promises";
+import { z } from "zod";
 import type { PortalClient, PortalStream } from "../arcgis/portal-client.js";
-import { isRetryablePortalError, PortalError, PortalNotFoundError } from "../arcgis/portal-errors.js";
+import { PortalError, PortalNotFoundError } from "../arcgis/portal-errors.js";
+import { calculateRetryDelay } from "../arcgis/retry-delay.js";
 import { errorMessage } from "../errors.js";
+import { classifyFailure, isRetryableFailure, isSystemicFailure } from "../failures.js";
 import type { Logger } from "../log.js";
+import { schemaVersion } from "../stored-document.js";
 import type { BackupStore, StoredFile } from "./backup-store.js";
 import { type CacheSpace, startCaching } from "./cache.js";
 import type { InventoryRecord } from "./inventory.js";
-import { COMPLETION_MARKER, itemVersion, itemVersionPrefix, safeRelativePath } from "./layout.js";
+import {
+  completionMarkerName,
+  dataFilePath,
+  itemVersion,
+  itemVersionPrefix,
+  layerDefinitionPath,
+  resourcePath,
+  thumbnailPath,
+  VERSION_FILES,
+} from "./layout.js";
 import type { PagedResponse, PortalItem } from "./portal-types.js";
 
-export type FileKind =
-  | "item"
-  | "data"
-  | "metadata"
-  | "thumbnail"
-  | "resource"
-  | "related"
-  | "service"
-  | "layer"
-  | "features"
-  | "attachment"
-  | "attachments-index"
-  | "other";
+const FILE_KINDS = [
+  "item",
+  "data",
+  "metadata",
+  "thumbnail",
+  "resource",
+  "related",
+  "service",
+  "layer",
+  "features",
+  "attachment",
+  "attachments-index",
+  "other",
+] as const;
+export type FileKind = (typeof FILE_KINDS)[number];
 
-/** One captured file of an item version. */
-export interface ExportedFile extends StoredFile {
+/** One captured file of an item version (as the completion marker, results and manifest hold it). */
+export const exportedFileSchema = z.object({
+  /** Relative to the identity's folder. */
+  blob: z.string(),
+  size: z.number().int().nonnegative(),
+  sha256: z.string().regex(/^[0-9a-f]{64}$/, "must be a SHA-256 in hex"),
+  contentType: z.string(),
   /** Path inside the version folder. */
-  path: string;
-  kind: FileKind;
+  path: z.string(),
+  kind: z.enum(FILE_KINDS),
   /** The name the portal used (resource path, file name), when it differs from `path`. */
-  originalName?: string;
+  originalName: z.string().optional(),
   /** Feature layer id, attachment ids and the like. */
-  detail?: Record<string, string | number>;
-}
+  detail: z.record(z.string(), z.union([z.string(), z.number()])).optional(),
+});
+export type ExportedFile = z.infer<typeof exportedFileSchema>;
+
+const counts = z.record(z.string(), z.number());
+const itemError = z.object({ code: z.string(), message: z.string() });
 
 /** The completion marker of an item version: written last, so a version without it never counts. */
-export interface VersionMarker {
-  schemaVersion: 1;
-  itemId: string;
-  version: string;
-  capturedAt: string;
-  files: ExportedFile[];
-  notes: string[];
+export const versionMarkerSchema = z.object({
+  schemaVersion: schemaVersion(1),
+  itemId: z.string(),
+  version: z.string(),
+  capturedAt: z.string(),
+  files: z.array(exportedFileSchema),
+  notes: z.array(z.string()),
   /** Counts a restore checks against (features per layer, attachments). */
-  counts?: Record<string, number>;
-}
+  counts: counts.optional(),
+});
+export type VersionMarker = z.infer<typeof versionMarkerSchema>;
 
-export type ItemStatus = "exported" | "unchanged" | "failed";
+const ITEM_STATUSES = ["exported", "unchanged", "failed"] as const;
+export type ItemStatus = (typeof ITEM_STATUSES)[number];
 
-export interface ItemResult {
-  itemId: string;
-  title: string;
-  type: string;
-  owner: string;
-  folderId: string | null;
-  folderTitle: string | null;
-  access: string;
-  groups: string[];
-  status: ItemStatus;
-  version?: string;
-  files: ExportedFile[];
-  bytes: number;
-  notes: string[];
-  counts?: Record<string, number>;
-  error?: { code: string; message: string };
-}
+/** What a run captured of one item: a line of the batch results, an item of the manifest. */
+export const itemResultSchema = z.object({
+  itemId: z.string(),
+  title: z.string(),
+  type: z.string(),
+  owner: z.string(),
+  folderId: z.string().nullable(),
+  folderTitle: z.string().nullable(),
+  access: z.string(),
+  groups: z.array(z.string()),
+  status: z.enum(ITEM_STATUSES),
+  version: z.string().optional(),
+  files: z.array(exportedFileSchema),
+  bytes: z.number().nonnegative(),
+  notes: z.array(z.string()),
+  counts: counts.optional(),
+  error: itemError.optional(),
+});
+export type ItemResult = z.infer<typeof itemResultSchema>;
+
+/** A batch's results blob: every item of the batch that ran (one left out by a cancel is absent). */
+export const batchResultsSchema = z.array(itemResultSchema);
+
+/** related.json: the item's relationships by type and direction. */
+export const relatedItemsSchema = z.array(
+  z.object({ relationshipType: z.string(), direction: z.string(), itemIds: z.array(z.string()) }),
+);
+export type RelatedItems = z.infer<typeof relatedItemsSchema>;
 
 /** Writes files of one item version; what feature data export builds on. */
 export interface VersionWriter {
@@ -127,7 +164,10 @@ const RELATIONSHIPS: Record<string, string[]> = {
   "Map Area": ["Area2Package", "Area2CustomPackage"],
 };
 
-const FILE_ATTEMPTS = 3;
+/** Downloads of one file whose body was cut short after the portal client handed it over. */
+const FILE_BODY_ATTEMPTS = 3;
+/** Backoff before such a file restarts: full jitter below 1 s, then 2 s. */
+const FILE_RETRY_BASE_MS = 1_000;
 
 export function isHostedFeatureService(item: { type: string; typeKeywords?: string[] }): boolean {
   const keywords = item.typeKeywords ?? [];
@@ -180,7 +220,7 @@ export async function exportItem(ctx: ItemExportContext, record: InventoryRecord
       : undefined;
     const version = itemVersion(record.modified, dataEditedAt);
     const prefix = itemVersionPrefix(record.id, version);
-    const existing = await ctx.store.readJson<VersionMarker>(`${prefix}${COMPLETION_MARKER}`);
+    const existing = await ctx.store.readJson(completionMarkerName(record.id, version), versionMarkerSchema);
     if (existing) {
       return {
         ...base,
@@ -197,11 +237,11 @@ export async function exportItem(ctx: ItemExportContext, record: InventoryRecord
     const writer = versionWriter(ctx, prefix);
     const notes: string[] = [];
     let counts: Record<string, number> | undefined;
-    await writer.json("item.json", item, "item");
+    await writer.json(VERSION_FILES.item, item, "item");
     await captureData(ctx, writer, item);
     await optional(
       writer.capture(
-        "metadata.xml",
+        VERSION_FILES.metadata,
         () => openUnlessHtml(ctx.portal, `content/items/${item.id}/info/metadata/metadata.xml`),
         "metadata",
         { contentType: "application/xml" },
@@ -211,7 +251,7 @@ export async function exportItem(ctx: ItemExportContext, record: InventoryRecord
       const thumbnail = item.thumbnail;
       await optional(
         writer.capture(
-          `thumbnail/${safeRelativePath(path.posix.basename(thumbnail))}`,
+          thumbnailPath(thumbnail),
           () => ctx.portal.openStream(`content/items/${item.id}/info/${encodePath(thumbnail)}`),
           "thumbnail",
           { originalName: thumbnail },
@@ -246,7 +286,7 @@ export async function exportItem(ctx: ItemExportContext, record: InventoryRecord
       notes,
       ...(counts ? { counts } : {}),
     };
-    await ctx.store.uploadJson(`${prefix}${COMPLETION_MARKER}`, marker);
+    await ctx.store.uploadJson(completionMarkerName(item.id, version), marker);
     const bytes = marker.files.reduce((sum, f) => sum + f.size, 0);
     log.info("Item exported", { version, files: marker.files.length, bytes });
     return {
@@ -259,7 +299,8 @@ export async function exportItem(ctx: ItemExportContext, record: InventoryRecord
       ...(counts ? { counts } : {}),
     };
   } catch (error) {
-    if (isRetryablePortalError(error) || ctx.signal?.aborted) throw error;
+    // Not the item's fault (an outage, our sign-in refused): the batch deals with it.
+    if (isSystemicFailure(error) || ctx.signal?.aborted) throw error;
     const code =
       error instanceof PortalError || hasCode(error) ? (error as { code: string }).code : "ERR_EXPORT";
     // The monitoring contract: one BackupItemFailed line per failed item (see docs/deploy.md).
@@ -291,22 +332,23 @@ function versionWriter(ctx: ItemExportContext, prefix: string): VersionWriter & 
     files,
     async capture(relativePath, open, kind, options = {}) {
       for (let attempt = 1; ; attempt++) {
+        // Reaching the answer is retried inside the portal client; its failure is final here.
+        const stream = await open();
+        if (!stream) return undefined;
+        // The upload starts while the download is still being written into the cache.
+        const file = startCaching(stream.body, ctx.cacheDirectory, ctx.cacheSpace);
         try {
-          const stream = await open();
-          if (!stream) return undefined;
-          // The upload starts while the download is still being written into the cache.
-          const file = startCaching(stream.body, ctx.cacheDirectory, ctx.cacheSpace);
-          try {
-            const contentType = options.contentType ?? stream.contentType ?? "application/octet-stream";
-            const stored = await ctx.store.uploadWhileCaching(`${prefix}${relativePath}`, file, contentType);
-            return recorded(stored, relativePath, kind, options);
-          } finally {
-            await file.discard();
-          }
+          const contentType = options.contentType ?? stream.contentType ?? "application/octet-stream";
+          const stored = await ctx.store.uploadWhileCaching(`${prefix}${relativePath}`, file, contentType);
+          return recorded(stored, relativePath, kind, options);
         } catch (error) {
-          // A download cut mid-stream restarts the file from the beginning.
-          if (attempt >= FILE_ATTEMPTS || !isTransientStreamError(error)) throw error;
+          // Only what the client cannot retry: a body cut short. The file restarts after a backoff.
+          if (attempt >= FILE_BODY_ATTEMPTS || !isCutBody(error)) throw error;
+        } finally {
+          await file.discard();
         }
+        const delay = calculateRetryDelay({ attempt, baseDelayMs: FILE_RETRY_BASE_MS, maxDelayMs: 2_000 });
+        await sleep(delay, undefined, ctx.signal ? { signal: ctx.signal } : {});
       }
     },
     async captureFile(relativePath, write, kind, options = {}) {
@@ -331,15 +373,12 @@ function versionWriter(ctx: ItemExportContext, prefix: string): VersionWriter & 
   };
 }
 
-function isTransientStreamError(error: unknown): boolean {
-  if (isRetryablePortalError(error)) return true;
-  const code = (error as NodeJS.ErrnoException).code;
-  return (
-    code === "ECONNRESET" ||
-    code === "UND_ERR_SOCKET" ||
-    code === "ERR_STREAM_PREMATURE_CLOSE" ||
-    error instanceof TypeError
-  );
+/**
+ * A portal failure raised while a download streamed: its request was answered (the client
+ * retried until then), so a transient failure now means the body was cut short.
+ */
+function isCutBody(error: unknown): boolean {
+  return error instanceof PortalError && classifyFailure(error) === "transient";
 }
 
 async function captureData(ctx: ItemExportContext, writer: VersionWriter, item: PortalItem) {
@@ -347,7 +386,7 @@ async function captureData(ctx: ItemExportContext, writer: VersionWriter, item: 
   const probe = await optional(open());
   if (!probe) return undefined;
   const isJson = (probe.contentType ?? "").includes("json");
-  const name = isJson ? "data.json" : `data/${safeRelativePath(probe.fileName ?? item.name ?? "data")}`;
+  const name = isJson ? VERSION_FILES.data : dataFilePath(probe.fileName ?? item.name ?? "data");
   let first: PortalStream | undefined = probe;
   return writer.capture(
     name,
@@ -385,7 +424,7 @@ async function captureResources(
     if (!page) break;
     for (const entry of page.resources ?? []) {
       await writer.capture(
-        `resources/${safeRelativePath(entry.resource)}`,
+        resourcePath(entry.resource),
         () => ctx.portal.openStream(`content/items/${itemId}/resources/${encodePath(entry.resource)}`),
         "resource",
         { originalName: entry.resource },
@@ -401,7 +440,7 @@ async function captureRelated(ctx: ItemExportContext, writer: VersionWriter, ite
   const queries = types.map((type) => ({ type, direction: "forward" }));
   if (isView(item)) queries.push({ type: "Service2Service", direction: "reverse" });
   if (queries.length === 0) return;
-  const related: Array<{ relationshipType: string; direction: string; itemIds: string[] }> = [];
+  const related: RelatedItems = [];
   for (const query of queries) {
     const response = await ctx.portal.json<{ relatedItems?: PortalItem[] }>(
       `content/items/${item.id}/relatedItems`,
@@ -412,7 +451,7 @@ async function captureRelated(ctx: ItemExportContext, writer: VersionWriter, ite
     if (ids.length > 0)
       related.push({ relationshipType: query.type, direction: query.direction, itemIds: ids });
   }
-  await writer.json("related.json", related, "related");
+  await writer.json(VERSION_FILES.related, related, "related");
 }
 
 async function captureServiceDefinition(
@@ -428,17 +467,18 @@ async function captureServiceDefinition(
       {},
       { method: "GET" },
     );
-    await writer.json("service/service.json", service, "service");
+    await writer.json(VERSION_FILES.service, service, "service");
     if (item.type === "Feature Service" || item.type === "Map Service") {
       for (const layer of [...(service.layers ?? []), ...(service.tables ?? [])]) {
         const definition = await ctx.portal.json(`${url}/${layer.id}`, {}, { method: "GET" });
-        await writer.json(`service/layers/${layer.id}.json`, definition, "layer");
+        await writer.json(layerDefinitionPath(layer.id), definition, "layer");
       }
     }
     return { notes, failed: false };
   } catch (error) {
-    if (isRetryablePortalError(error)) throw error;
-    // A registered service that is down or gone: keep the item, say why the definition is missing.
+    if (isRetryableFailure(error)) throw error;
+    // A registered service that is gone, or secured by a server that refuses our token: keep the
+    // item, say why the definition is missing.
     notes.push(`Service definition not captured: ${errorMessage(error)}`);
     return { notes, failed: true };
   }

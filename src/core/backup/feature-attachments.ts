@@ -1,13 +1,14 @@
 import { Readable } from "node:stream";
 import type { PortalClient, PortalStream } from "../arcgis/portal-client.js";
-import { isRetryablePortalError, PortalError, PortalNotFoundError } from "../arcgis/portal-errors.js";
+import { PortalError, PortalNotFoundError } from "../arcgis/portal-errors.js";
 import { mapWithConcurrency } from "../concurrency.js";
+import { isSystemicFailure } from "../failures.js";
 import { streamToCache } from "./cache.js";
 import type { ExportedFile, VersionWriter } from "./export-item.js";
 import { FeaturePagingError } from "./feature-errors.js";
 import { type LayerDefinition, supportsQueryAttachments } from "./feature-layers.js";
 import { mapOrdered } from "./feature-paging.js";
-import { safeRelativePath } from "./layout.js";
+import { attachmentPath, attachmentsIndexPath } from "./layout.js";
 
 /** One line of `attachments/<layerId>/index.ndjson`. */
 export interface AttachmentRecord {
@@ -69,7 +70,6 @@ export interface AttachmentExportResult {
  */
 export async function exportAttachments(input: AttachmentExportInput): Promise<AttachmentExportResult> {
   const { portal, writer, layerUrl, layer, label, objectIdField } = input;
-  const layerPart = safeRelativePath(String(layer.id));
   const notes: string[] = [];
   let useQuery = supportsQueryAttachments(layer);
   let count = 0;
@@ -130,7 +130,7 @@ export async function exportAttachments(input: AttachmentExportInput): Promise<A
       try {
         return await queryRange(a, b);
       } catch (error) {
-        if (isRetryablePortalError(error) || !(error instanceof PortalError)) throw error;
+        if (isSystemicFailure(error) || !(error instanceof PortalError)) throw error;
         // Advertised but refused: fall back to asking each feature.
         if (!useQuery) return perFeature(await idsInRange(a, b));
         useQuery = false;
@@ -200,7 +200,7 @@ export async function exportAttachments(input: AttachmentExportInput): Promise<A
             throw new FeaturePagingError(`Layer ${label}: attachment ${key} was listed twice`);
           }
           seen.add(key);
-          records.push(recordOf(group, info, layerPart));
+          records.push(recordOf(group, info, layer.id));
         }
       }
       const stored = await mapWithConcurrency(records, input.concurrency, captureOne);
@@ -216,7 +216,7 @@ export async function exportAttachments(input: AttachmentExportInput): Promise<A
   }
 
   await writer.captureFile(
-    `attachments/${layerPart}/index.ndjson`,
+    attachmentsIndexPath(layer.id),
     (directory, space) => streamToCache(Readable.from(lines(), { highWaterMark: 2 }), directory, space),
     "attachments-index",
     { contentType: "application/x-ndjson", detail: { layerId: layer.id } },
@@ -224,7 +224,7 @@ export async function exportAttachments(input: AttachmentExportInput): Promise<A
   return { count, bytes, notes };
 }
 
-function recordOf(group: AttachmentGroup, info: AttachmentInfo, layerPart: string): AttachmentRecord {
+function recordOf(group: AttachmentGroup, info: AttachmentInfo, layerId: number): AttachmentRecord {
   const parentObjectId = group.parentObjectId;
   return {
     parentObjectId,
@@ -236,6 +236,6 @@ function recordOf(group: AttachmentGroup, info: AttachmentInfo, layerPart: strin
     size: typeof info.size === "number" ? info.size : -1,
     globalId: info.globalId ?? null,
     ...(info.keywords ? { keywords: info.keywords } : {}),
-    path: `attachments/${layerPart}/${safeRelativePath(String(parentObjectId))}/${safeRelativePath(String(info.id))}`,
+    path: attachmentPath(layerId, parentObjectId, info.id),
   };
 }

@@ -1,14 +1,8 @@
 import { Readable } from "node:stream";
-import { setTimeout as sleep } from "node:timers/promises";
 import type { PortalClient } from "../arcgis/portal-client.js";
-import {
-  classifyPortalBody,
-  isRetryablePortalError,
-  PortalError,
-  PortalThrottledError,
-} from "../arcgis/portal-errors.js";
-import { calculateRetryDelay } from "../arcgis/retry-delay.js";
+import { classifyPortalBody, PortalError, parsePortalJson } from "../arcgis/portal-errors.js";
 import { errorMessage } from "../errors.js";
+import { isRetryableFailure, isSystemicFailure } from "../failures.js";
 import type { Logger } from "../log.js";
 import { streamToCache } from "./cache.js";
 import type { ServiceDataExporter, VersionWriter } from "./export-item.js";
@@ -28,7 +22,7 @@ import {
 import { toNdjson } from "./feature-ndjson.js";
 import { type IdSource, mapOrdered, objectIdPages } from "./feature-paging.js";
 import { splitRawPage } from "./feature-raw-page.js";
-import { safeRelativePath } from "./layout.js";
+import { featuresPath } from "./layout.js";
 import type { PortalItem } from "./portal-types.js";
 
 export type { AttachmentRecord } from "./feature-attachments.js";
@@ -54,10 +48,6 @@ export interface FeatureExportOptions {
   pageConcurrency?: number;
   /** Attachment downloads in flight per object id range (default 6; two ranges run at once). */
   attachmentConcurrency?: number;
-  /** Retries of a page whose body failed after the portal client handed it over (default 5). */
-  maxPageRetries?: number;
-  /** First backoff of those retries (default 500 ms, doubling, with jitter). */
-  retryBaseDelayMs?: number;
   onProgress?: (event: FeatureExportProgress) => void;
   log?: Logger;
 }
@@ -107,8 +97,6 @@ class FeatureDataExporter implements ServiceDataExporter {
   private readonly idWindow: number;
   private readonly pageConcurrency: number;
   private readonly attachmentConcurrency: number;
-  private readonly maxPageRetries: number;
-  private readonly retryBaseDelayMs: number;
 
   constructor(
     private readonly portal: PortalClient,
@@ -118,8 +106,6 @@ class FeatureDataExporter implements ServiceDataExporter {
     this.idWindow = Math.max(1, Math.floor(options.idWindow ?? 100_000));
     this.pageConcurrency = Math.max(1, Math.floor(options.pageConcurrency ?? 2));
     this.attachmentConcurrency = Math.max(1, Math.floor(options.attachmentConcurrency ?? 6));
-    this.maxPageRetries = Math.max(0, Math.floor(options.maxPageRetries ?? 5));
-    this.retryBaseDelayMs = Math.max(1, options.retryBaseDelayMs ?? 500);
   }
 
   async dataVersion(_item: PortalItem, serviceUrl: string): Promise<number | undefined> {
@@ -189,7 +175,7 @@ class FeatureDataExporter implements ServiceDataExporter {
     try {
       expected = await source.count("1=1");
     } catch (error) {
-      if (advertisesQuery(layer, root) || isRetryablePortalError(error) || !(error instanceof PortalError)) {
+      if (advertisesQuery(layer, root) || isSystemicFailure(error) || !(error instanceof PortalError)) {
         throw error;
       }
       notes.push(
@@ -238,13 +224,11 @@ class FeatureDataExporter implements ServiceDataExporter {
     const fetchPage = async (ids: number[]): Promise<Page> => {
       const first = ids[0] as number;
       const last = ids.at(-1) as number;
-      const bytes = await this.retrying(() =>
-        this.readPage(`${layerUrl}/query`, {
-          ...params,
-          where: `${objectIdField} >= ${first} AND ${objectIdField} <= ${last}`,
-          f: "json",
-        }),
-      );
+      const bytes = await this.readPage(`${layerUrl}/query`, {
+        ...params,
+        where: `${objectIdField} >= ${first} AND ${objectIdField} <= ${last}`,
+        f: "json",
+      });
       const raw = splitRawPage(
         bytes,
         objectIdField,
@@ -253,7 +237,7 @@ class FeatureDataExporter implements ServiceDataExporter {
       if (raw) return { chunks: raw.chunks, count: raw.oids.length, first, last };
 
       const response = classifyPortalBody(
-        JSON.parse(bytes.toString("utf8")) as FeatureQueryResponse,
+        parsePortalJson(bytes.toString("utf8"), layerUrl) as FeatureQueryResponse,
         layerUrl,
       );
       const features = [...(response.features ?? [])];
@@ -303,7 +287,7 @@ class FeatureDataExporter implements ServiceDataExporter {
     }.bind(this);
 
     await writer.captureFile(
-      `features/${safeRelativePath(String(layer.id))}.ndjson`,
+      featuresPath(layer.id),
       async (directory, space) => {
         const file = await streamToCache(Readable.from(lines(), { highWaterMark: 2 }), directory, space);
         if (written !== expected) {
@@ -325,39 +309,13 @@ class FeatureDataExporter implements ServiceDataExporter {
   }
 
   /**
-   * A query answer as the service's bytes. The portal client retries what fails before the body
-   * arrives; a body cut off, or an error the client could not see (it only looks into small
-   * JSON bodies of known length), is retried here by `retrying`.
+   * A query answer as the service's bytes, read whole inside the portal client's retries: a body
+   * cut short is asked for again there, never here (one retry layer, one budget per page).
    */
   private async readPage(url: string, params: Record<string, unknown>): Promise<Buffer> {
-    const stream = await this.portal.openStream(url, params);
-    if (!stream) throw new FeaturePagingError(`A query came back empty: ${url}`);
-    const bytes = await readAll(stream.body);
-    if (startsWith(bytes, ERROR_START)) classifyPortalBody(JSON.parse(bytes.toString("utf8")), url);
+    const bytes = await this.portal.bytes(url, params);
+    if (!bytes) throw new FeaturePagingError(`A query came back empty: ${url}`);
     return bytes;
-  }
-
-  private async retrying<T>(attempt: () => Promise<T>): Promise<T> {
-    for (let retry = 0; ; retry++) {
-      try {
-        return await attempt();
-      } catch (error) {
-        if (retry >= this.maxPageRetries || !isTransient(error)) throw error;
-        const delay = calculateRetryDelay({
-          attempt: retry + 1,
-          baseDelayMs: this.retryBaseDelayMs,
-          maxDelayMs: this.retryBaseDelayMs * 60,
-          ...(error instanceof PortalThrottledError && error.retryAfterMs !== undefined
-            ? { retryAfterMs: error.retryAfterMs }
-            : {}),
-        });
-        // Counted with the client's own retries: a run reports them together.
-        this.portal.stats.retries++;
-        this.portal.stats.retryWaitMs += delay;
-        if (error instanceof PortalThrottledError) this.portal.stats.throttled++;
-        await sleep(delay);
-      }
-    }
   }
 
   private idSource(layerUrl: string, objectIdField: string): IdSource {
@@ -412,7 +370,8 @@ class FeatureDataExporter implements ServiceDataExporter {
       }
       return notes;
     } catch (error) {
-      if (isRetryablePortalError(error)) return [];
+      // A second look only adds notes: an outage now must not fail what was captured.
+      if (isRetryableFailure(error)) return [];
       throw error;
     }
   }
@@ -482,39 +441,6 @@ function ascendingWithin(oids: readonly number[], first: number, last: number): 
     previous = oid;
   }
   return true;
-}
-
-const ERROR_START = Buffer.from('{"error"');
-
-function startsWith(bytes: Buffer, prefix: Buffer): boolean {
-  let i = 0;
-  while (
-    i < bytes.length &&
-    (bytes[i] === 0x20 || bytes[i] === 0x0a || bytes[i] === 0x0d || bytes[i] === 0x09)
-  )
-    i++;
-  return bytes.length - i >= prefix.length && bytes.subarray(i, i + prefix.length).equals(prefix);
-}
-
-/** Failures a new attempt may cure: typed transient errors, cut connections, cut bodies. */
-function isTransient(error: unknown): boolean {
-  if (isRetryablePortalError(error)) return true;
-  if (error instanceof SyntaxError || error instanceof TypeError) return true;
-  const code = (error as NodeJS.ErrnoException | undefined)?.code;
-  return (
-    code === "ECONNRESET" ||
-    code === "EPIPE" ||
-    code === "UND_ERR_SOCKET" ||
-    code === "ERR_STREAM_PREMATURE_CLOSE" ||
-    code === "ABORT_ERR"
-  );
-}
-
-async function readAll(body: Readable): Promise<Buffer> {
-  const chunks: Buffer[] = [];
-  for await (const chunk of body)
-    chunks.push(Buffer.isBuffer(chunk) ? chunk : Buffer.from(chunk as Uint8Array));
-  return chunks.length === 1 ? (chunks[0] as Buffer) : Buffer.concat(chunks);
 }
 
 function hasUnsafeIntegers(features: FeatureJson[], fields: string[]): boolean {

@@ -1,5 +1,6 @@
 import type { PortalClient } from "../arcgis/portal-client.js";
-import { isRetryablePortalError, PortalError } from "../arcgis/portal-errors.js";
+import { PortalError } from "../arcgis/portal-errors.js";
+import { isSystemicFailure } from "../failures.js";
 
 /** The parts of a feature layer or table definition (`…/FeatureServer/{id}`) the export reads. */
 export interface LayerDefinition {
@@ -55,7 +56,7 @@ export async function loadServiceLayers(portal: PortalClient, serviceUrl: string
     );
     all = [...(response.layers ?? []), ...(response.tables ?? [])];
   } catch (error) {
-    if (isRetryablePortalError(error) || !(error instanceof PortalError)) throw error;
+    if (isSystemicFailure(error) || !(error instanceof PortalError)) throw error;
     all = undefined;
   }
   const byId = new Map((all ?? []).map((layer) => [layer.id, layer]));

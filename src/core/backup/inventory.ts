@@ -1,16 +1,19 @@
+import { z } from "zod";
 import type { PortalClient } from "../arcgis/portal-client.js";
 import { PortalNotFoundError } from "../arcgis/portal-errors.js";
 import { mapWithConcurrency } from "../concurrency.js";
 import type { Logger } from "../log.js";
+import { checkStored } from "../stored-document.js";
 import type { BackupStore } from "./backup-store.js";
 import { hasSeparateDataVersion, type ItemResult } from "./export-item.js";
-import { inventoryChunkName, itemVersion, runPrefix } from "./layout.js";
-import type {
-  PagedResponse,
-  PortalGroup,
-  PortalItem,
-  PortalUser,
-  UserContentResponse,
+import { inventoryChunkName, itemVersion, orgRecordNames, unchangedResultName } from "./layout.js";
+import {
+  type PagedResponse,
+  type PortalGroup,
+  type PortalItem,
+  type PortalUser,
+  portalItemSchema,
+  type UserContentResponse,
 } from "./portal-types.js";
 
 /** Which items a run covers; every list is optional and they combine with AND. */
@@ -23,22 +26,39 @@ export interface BackupFilter {
   itemIds?: string[];
 }
 
-/** One line of the inventory: enough to export, version and restore the item. */
-export interface InventoryRecord {
-  id: string;
-  title: string;
-  type: string;
-  typeKeywords: string[];
-  owner: string;
-  folderId: string | null;
-  folderTitle: string | null;
-  modified: number;
-  size: number;
-  url: string | null;
-  access: string;
-  groups: string[];
+/** One line of an inventory chunk: enough to export, version and restore the item. */
+export const inventoryRecordSchema = z.object({
+  id: z.string().min(1),
+  title: z.string(),
+  type: z.string(),
+  typeKeywords: z.array(z.string()),
+  owner: z.string(),
+  folderId: z.string().nullable(),
+  folderTitle: z.string().nullable(),
+  modified: z.number(),
+  size: z.number(),
+  url: z.string().nullable(),
+  access: z.string(),
+  groups: z.array(z.string()),
   /** The item JSON as the listing returned it, so the export need not fetch it again. */
-  item?: PortalItem;
+  item: portalItemSchema.optional(),
+});
+export type InventoryRecord = z.infer<typeof inventoryRecordSchema>;
+
+/**
+ * A chunk line that is not a valid record (damaged, or written by another version): its item
+ * fails with the reason, the other items of the chunk go on, and batches keep their lines.
+ */
+export interface InvalidInventoryLine {
+  /** The item's id when the line still has one, else the chunk and line. */
+  id: string;
+  error: { code: string; message: string };
+}
+
+export type InventoryEntry = InventoryRecord | InvalidInventoryLine;
+
+export function isInvalidLine(entry: InventoryEntry): entry is InvalidInventoryLine {
+  return "error" in entry;
 }
 
 /** What the previous complete run captured of an item (from its manifest). */
@@ -96,8 +116,7 @@ class UnchangedWriter {
     if (this.results.length === 0) return;
     const results = this.results;
     this.results = [];
-    const name = `${runPrefix(this.runId)}results/inventory-unchanged-${String(this.blobs++).padStart(5, "0")}.json`;
-    await this.store.uploadJson(name, results);
+    await this.store.uploadJson(unchangedResultName(this.runId, this.blobs++), results);
   }
 }
 
@@ -147,20 +166,20 @@ export async function takeInventory(options: {
 }): Promise<InventorySummary> {
   const { portal, store, runId, log } = options;
   const filter = options.filter ?? {};
-  const orgPrefix = `${runPrefix(runId)}org/`;
+  const org = orgRecordNames(runId);
   const self = await portal.json<{ id?: string; user?: { username?: string } }>(
     "portals/self",
     {},
     { method: "GET" },
   );
-  await store.uploadJson(`${orgPrefix}portal.json`, self);
+  await store.uploadJson(org.portal, self);
 
   const users: PortalUser[] = [];
   for await (const page of pages<PagedResponse & { users: PortalUser[] }>(portal, "portals/self/users")) {
     users.push(...page.users);
   }
   if (users.length === 0 && self.user?.username) users.push({ username: self.user.username });
-  await store.uploadBuffer(`${orgPrefix}users.ndjson`, ndjson(users), "application/x-ndjson");
+  await store.uploadBuffer(org.users, ndjson(users), "application/x-ndjson");
 
   // Groups first: they say which items are shared where.
   const groups: PortalGroup[] = [];
@@ -194,7 +213,7 @@ export async function takeInventory(options: {
     }
     return { ...group, members, itemIds };
   });
-  await store.uploadBuffer(`${orgPrefix}groups.ndjson`, ndjson(groupRecords), "application/x-ndjson");
+  await store.uploadBuffer(org.groups, ndjson(groupRecords), "application/x-ndjson");
 
   const writer = new ChunkWriter(store, runId);
   const unchanged = new UnchangedWriter(store, runId);
@@ -255,7 +274,7 @@ export async function takeInventory(options: {
   }
   await writer.flush();
   await unchanged.flush();
-  await store.uploadBuffer(`${orgPrefix}folders.ndjson`, ndjson(folders), "application/x-ndjson");
+  await store.uploadBuffer(org.folders, ndjson(folders), "application/x-ndjson");
   log.info("Inventory taken", {
     runId,
     items: writer.items,
@@ -272,20 +291,31 @@ export async function takeInventory(options: {
   };
 }
 
-/** Reads one inventory chunk back. */
+/**
+ * Reads one inventory chunk back, every line validated: a line that is not a record becomes an
+ * InvalidInventoryLine in its place (its item fails with ERR_STORED_DOCUMENT_INVALID naming the
+ * chunk and line). A chunk that is missing or not NDJSON at all throws.
+ */
 export async function readInventoryChunk(
   store: BackupStore,
   runId: string,
   chunkIndex: number,
-): Promise<InventoryRecord[]> {
-  const stream = await store.openRead(inventoryChunkName(runId, chunkIndex));
-  const chunks: Buffer[] = [];
-  for await (const chunk of stream) chunks.push(chunk as Buffer);
-  return Buffer.concat(chunks)
-    .toString("utf8")
-    .split("\n")
-    .filter((line) => line.trim() !== "")
-    .map((line) => JSON.parse(line) as InventoryRecord);
+): Promise<InventoryEntry[]> {
+  const name = inventoryChunkName(runId, chunkIndex);
+  const lines = await store.readNdjson(name, z.unknown());
+  if (!lines) throw new Error(`The inventory chunk ${name} is missing`);
+  return lines.map((line, index) => {
+    const checked = checkStored(inventoryRecordSchema, line, `${name}: line ${index + 1}`);
+    if (checked.ok) return checked.value;
+    const { code, message } = checked.error;
+    return { id: idOf(line) ?? `${name}#${index + 1}`, error: { code, message } };
+  });
+}
+
+/** The item id of a damaged line, when it still has one. */
+function idOf(line: unknown): string | undefined {
+  const id = (line as { id?: unknown } | null)?.id;
+  return typeof id === "string" && id !== "" ? id : undefined;
 }
 
 function toRecord(

@@ -1,19 +1,81 @@
 import { createHash } from "node:crypto";
+import path from "node:path";
 
 /**
- * Where things live in an identity's container (all under `<identityId>/`):
+ * Every blob name of a backup, built here and nowhere else. Names are relative to the identity's
+ * folder `<identityId>/` in its container:
  *
  *   items/<itemId>/<version>/item.json, data/…, metadata.xml, thumbnail/…, resources/…,
  *                            related.json, service/…, features/…, attachments/…,
  *                            _complete.json   (the version counts only once this exists)
  *   runs/<runId>/inventory/chunk-<n>.ndjson, results/…, org/…, manifest.json (written last)
+ *   restores/<restoreId>/plan.json, report.json
+ *
+ * Every segment that comes from the portal (item and layer ids, file, resource and attachment
+ * names) goes through `safeName` or `safeRelativePath`, so no name leaves its item version.
  */
-export const COMPLETION_MARKER = "_complete.json";
-export const MANIFEST_NAME = "manifest.json";
+
+/** A name relative to the identity's folder, as its container knows it. */
+export function identityBlobName(identityId: string, relative: string): string {
+  return `${identityId}/${relative}`;
+}
+
+// --- item versions -------------------------------------------------------------------------
 
 export function itemVersionPrefix(itemId: string, version: string): string {
-  return `items/${itemId}/${version}/`;
+  return `items/${safeName(itemId)}/${safeName(version)}/`;
 }
+
+/** Files of an item version with fixed names, relative to the version's prefix. */
+export const VERSION_FILES = {
+  item: "item.json",
+  data: "data.json",
+  metadata: "metadata.xml",
+  related: "related.json",
+  service: "service/service.json",
+  /** Written last: a version without it never counts. */
+  completionMarker: "_complete.json",
+} as const;
+
+export function completionMarkerName(itemId: string, version: string): string {
+  return `${itemVersionPrefix(itemId, version)}${VERSION_FILES.completionMarker}`;
+}
+
+/** A file item's data, under the name the portal gave it. */
+export function dataFilePath(fileName: string): string {
+  return `data/${safeRelativePath(fileName)}`;
+}
+
+export function thumbnailPath(thumbnail: string): string {
+  return `thumbnail/${safeRelativePath(path.posix.basename(thumbnail))}`;
+}
+
+/** A resource keeps its folders (`prefix/name`), each made safe. */
+export function resourcePath(resource: string): string {
+  return `resources/${safeRelativePath(resource)}`;
+}
+
+export function layerDefinitionPath(layerId: string | number): string {
+  return `service/layers/${safeName(String(layerId))}.json`;
+}
+
+export function featuresPath(layerId: string | number): string {
+  return `features/${safeName(String(layerId))}.ndjson`;
+}
+
+export function attachmentsIndexPath(layerId: string | number): string {
+  return `attachments/${safeName(String(layerId))}/index.ndjson`;
+}
+
+export function attachmentPath(
+  layerId: string | number,
+  parentObjectId: string | number,
+  attachmentId: string | number,
+): string {
+  return `attachments/${safeName(String(layerId))}/${safeName(String(parentObjectId))}/${safeName(String(attachmentId))}`;
+}
+
+// --- runs ----------------------------------------------------------------------------------
 
 export function runPrefix(runId: string): string {
   return `runs/${runId}/`;
@@ -23,8 +85,51 @@ export function inventoryChunkName(runId: string, chunkIndex: number): string {
   return `${runPrefix(runId)}inventory/chunk-${String(chunkIndex).padStart(5, "0")}.ndjson`;
 }
 
+/** Every results blob of a run (batches and items found unchanged by the inventory). */
+export function runResultsPrefix(runId: string): string {
+  return `${runPrefix(runId)}results/`;
+}
+
 export function batchResultName(runId: string, chunkIndex: number, batchIndex: number): string {
-  return `${runPrefix(runId)}results/chunk-${String(chunkIndex).padStart(5, "0")}-batch-${String(batchIndex).padStart(4, "0")}.json`;
+  return `${runResultsPrefix(runId)}chunk-${String(chunkIndex).padStart(5, "0")}-batch-${String(batchIndex).padStart(4, "0")}.json`;
+}
+
+export function unchangedResultName(runId: string, index: number): string {
+  return `${runResultsPrefix(runId)}inventory-unchanged-${String(index).padStart(5, "0")}.json`;
+}
+
+export function manifestName(runId: string): string {
+  return `${runPrefix(runId)}manifest.json`;
+}
+
+/** The org records a run's inventory writes. */
+export function orgRecordNames(runId: string): {
+  portal: string;
+  users: string;
+  groups: string;
+  folders: string;
+} {
+  const org = `${runPrefix(runId)}org/`;
+  return {
+    portal: `${org}portal.json`,
+    users: `${org}users.ndjson`,
+    groups: `${org}groups.ndjson`,
+    folders: `${org}folders.ndjson`,
+  };
+}
+
+// --- restores ------------------------------------------------------------------------------
+
+export function restorePrefix(restoreId: string): string {
+  return `restores/${restoreId}/`;
+}
+
+export function restorePlanName(restoreId: string): string {
+  return `${restorePrefix(restoreId)}plan.json`;
+}
+
+export function restoreReportName(restoreId: string): string {
+  return `${restorePrefix(restoreId)}report.json`;
 }
 
 /**
@@ -50,6 +155,14 @@ export function safeRelativePath(original: string): string {
   const segments = original.split(/[\\/]+/).filter((s) => s.length > 0);
   const safe = segments.map(safeSegment);
   return safe.length > 0 ? safe.join("/") : "_";
+}
+
+/**
+ * One segment from a name the portal gave (an item or layer id, an object id): like
+ * `safeRelativePath`, but a slash is encoded too, so it never makes a folder.
+ */
+export function safeName(original: string): string {
+  return original.length > 0 ? safeSegment(original) : "_";
 }
 
 function safeSegment(segment: string): string {

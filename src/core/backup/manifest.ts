@@ -1,43 +1,71 @@
 import { Readable } from "node:stream";
+import { z } from "zod";
+import { schemaVersion } from "../stored-document.js";
 import type { BackupStore } from "./backup-store.js";
 import { type CacheSpace, streamToCache } from "./cache.js";
-import type { ItemResult } from "./export-item.js";
-import { itemVersionPrefix, MANIFEST_NAME, runPrefix } from "./layout.js";
-import type { RunRecord } from "./runs.js";
+import { batchResultsSchema, type ItemResult, itemResultSchema } from "./export-item.js";
+import { itemVersionPrefix, manifestName, orgRecordNames, runResultsPrefix } from "./layout.js";
+import { backupFilterSchema, RUN_STATUSES, type RunRecord, trafficSchema } from "./runs.js";
 
 export const MANIFEST_SCHEMA_VERSION = 1;
 
-export interface ManifestHeader {
-  schemaVersion: typeof MANIFEST_SCHEMA_VERSION;
-  kind: "arcgis-org-backup/manifest";
-  runId: string;
-  identityId: string;
-  identityName: string;
-  name: string;
-  trigger: RunRecord["trigger"];
-  status: RunRecord["status"];
-  startedAt: string;
-  endedAt: string;
-  portal: { sharingUrl: string; orgId: string | null; orgName: string | null; isPortal: boolean | null };
-  filter: RunRecord["filter"] | null;
-  totals: { items: number; exported: number; unchanged: number; failed: number; bytes: number };
-  traffic: RunRecord["traffic"] | null;
-  /** Org records of this run, relative to the identity's prefix. */
-  org: { portal: string; users: string; groups: string; folders: string };
-  failures: Array<{ itemId: string; title: string; type: string; code: string; message: string }>;
-}
+const count = z.number().int().nonnegative();
+const nameOfBlob = z.string().min(1);
+
+/** Everything of the manifest but its items: written first, so totals read without the items. */
+export const manifestHeaderSchema = z.object({
+  schemaVersion: schemaVersion(MANIFEST_SCHEMA_VERSION),
+  kind: z.literal("arcgis-org-backup/manifest"),
+  runId: z.string(),
+  identityId: z.string(),
+  identityName: z.string(),
+  name: z.string(),
+  trigger: z.enum(["manual", "schedule"]),
+  status: z.enum(RUN_STATUSES),
+  startedAt: z.string(),
+  endedAt: z.string(),
+  portal: z.object({
+    sharingUrl: z.string(),
+    orgId: z.string().nullable(),
+    orgName: z.string().nullable(),
+    isPortal: z.boolean().nullable(),
+  }),
+  filter: backupFilterSchema.nullable(),
+  totals: z.object({ items: count, exported: count, unchanged: count, failed: count, bytes: count }),
+  traffic: trafficSchema.nullable(),
+  /** Org records of this run, relative to the identity's folder. */
+  org: z.object({ portal: nameOfBlob, users: nameOfBlob, groups: nameOfBlob, folders: nameOfBlob }),
+  failures: z.array(
+    z.object({
+      itemId: z.string(),
+      title: z.string(),
+      type: z.string(),
+      code: z.string(),
+      message: z.string(),
+    }),
+  ),
+});
+export type ManifestHeader = z.infer<typeof manifestHeaderSchema>;
 
 /** One item in the manifest: where its version lives and every file with size and hash. */
-export type ManifestItem = ItemResult & { versionPath: string | null };
+export const manifestItemSchema = itemResultSchema.extend({ versionPath: z.string().nullable() });
+export type ManifestItem = z.infer<typeof manifestItemSchema>;
 
-export interface Manifest extends ManifestHeader {
-  items: ManifestItem[];
-}
+/** `runs/<runId>/manifest.json`, schema version 1 (what every version of this app has written). */
+export const manifestSchema = manifestHeaderSchema.extend({ items: z.array(manifestItemSchema) });
+export type Manifest = z.infer<typeof manifestSchema>;
+
+/** What the inventory keeps of `portals/self`, for the manifest's `portal`. */
+const portalSelfSchema = z.object({
+  id: z.string().nullish(),
+  name: z.string().nullish(),
+  isPortal: z.boolean().nullish(),
+});
 
 /** Reads the batch results of a run in name order. */
 async function* runResults(store: BackupStore, runId: string): AsyncGenerator<ItemResult> {
-  for await (const name of store.list(`${runPrefix(runId)}results/`)) {
-    const results = await store.readJson<ItemResult[]>(name);
+  for await (const name of store.list(runResultsPrefix(runId))) {
+    const results = await store.readJson(name, batchResultsSchema);
     for (const result of results ?? []) yield result;
   }
 }
@@ -72,10 +100,8 @@ export async function writeManifest(options: {
       });
     }
   }
-  const portal = await store.readJson<{ id?: string; name?: string; isPortal?: boolean }>(
-    `${runPrefix(run.runId)}org/portal.json`,
-  );
-  const orgPrefix = `${runPrefix(run.runId)}org/`;
+  const org = orgRecordNames(run.runId);
+  const portal = await store.readJson(org.portal, portalSelfSchema);
   const header: ManifestHeader = {
     schemaVersion: MANIFEST_SCHEMA_VERSION,
     kind: "arcgis-org-backup/manifest",
@@ -96,12 +122,7 @@ export async function writeManifest(options: {
     filter: run.filter ?? null,
     totals,
     traffic: run.traffic ?? null,
-    org: {
-      portal: `${orgPrefix}portal.json`,
-      users: `${orgPrefix}users.ndjson`,
-      groups: `${orgPrefix}groups.ndjson`,
-      folders: `${orgPrefix}folders.ndjson`,
-    },
+    org,
     failures,
   };
 
@@ -121,14 +142,17 @@ export async function writeManifest(options: {
   }
   const file = await streamToCache(Readable.from(manifestText()), options.cacheDirectory, options.cacheSpace);
   try {
-    await store.uploadCached(`${runPrefix(run.runId)}${MANIFEST_NAME}`, file, "application/json");
+    await store.uploadCached(manifestName(run.runId), file, "application/json");
   } finally {
     await file.discard();
   }
   return header;
 }
 
-/** Reads a run's manifest (small and medium runs; restore streams large ones). */
+/**
+ * Reads a run's manifest, validated (small and medium runs: it is read whole). Throws
+ * StoredDocumentError naming the blob when it does not match; undefined when there is none.
+ */
 export async function readManifest(store: BackupStore, runId: string): Promise<Manifest | undefined> {
-  return store.readJson<Manifest>(`${runPrefix(runId)}${MANIFEST_NAME}`);
+  return store.readJson(manifestName(runId), manifestSchema);
 }

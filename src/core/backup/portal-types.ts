@@ -1,22 +1,34 @@
-/** The parts of Sharing REST responses the backup reads. */
-export interface PortalItem {
-  id: string;
-  owner: string;
-  orgId?: string;
-  created: number;
-  modified: number;
-  name?: string | null;
-  title: string;
-  type: string;
-  typeKeywords?: string[];
-  tags?: string[];
-  url?: string | null;
-  access?: string;
-  size?: number;
-  ownerFolder?: string | null;
-  thumbnail?: string | null;
-  [key: string]: unknown;
-}
+import { z } from "zod";
+
+/** A list the portal may give as null: read as absent. */
+const stringList = z
+  .array(z.string())
+  .nullish()
+  .transform((list) => list ?? undefined)
+  .optional();
+
+/**
+ * An item as the Sharing REST API gives it: the fields the backup and the restore read, typed;
+ * every other field kept as it is. Also the schema `item.json` is read back with.
+ */
+export const portalItemSchema = z.looseObject({
+  id: z.string().min(1),
+  owner: z.string(),
+  orgId: z.string().nullish(),
+  created: z.number(),
+  modified: z.number(),
+  name: z.string().nullish(),
+  title: z.string(),
+  type: z.string(),
+  typeKeywords: stringList,
+  tags: stringList,
+  url: z.string().nullish(),
+  access: z.string().nullish(),
+  size: z.number().nullish(),
+  ownerFolder: z.string().nullish(),
+  thumbnail: z.string().nullish(),
+});
+export type PortalItem = z.infer<typeof portalItemSchema>;
 
 export interface PagedResponse {
   total: number;

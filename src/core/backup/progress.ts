@@ -1,4 +1,5 @@
 import { z } from "zod";
+import type { OutagePause } from "../outage.js";
 
 // What crosses the orchestration history of a backup: counts only, summed batch → chunk → run,
 // and the progress the status endpoint shows while the run is in flight.
@@ -32,10 +33,12 @@ export function addBatchCounts(into: BatchCounts, counts: BatchCounts): void {
 
 /**
  * A batch's or chunk's result. `stopped`: it ended early because its run was cancelled (or ended
- * from outside); the orchestration then starts no more work.
+ * from outside); the orchestration then starts no more work. `paused` (a batch): it met an outage
+ * and asks to run again later; its counts are then its traffic alone.
  */
 export interface BatchOutcome extends BatchCounts {
   stopped: boolean;
+  paused?: OutagePause;
 }
 
 const runProgressSchema = batchCountsSchema.extend({

@@ -31,7 +31,7 @@ const count = z.number().int().nonnegative();
 const runError = z.object({ code: z.string(), message: z.string() });
 
 /** Portal traffic of a run: what the org's budget paid and what waiting cost. */
-const trafficSchema = z.object({
+export const trafficSchema = z.object({
   requests: count,
   retries: count,
   throttled: count,

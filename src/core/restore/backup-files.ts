@@ -1,7 +1,9 @@
 import { createHash } from "node:crypto";
+import type { z } from "zod";
 import type { BackupStore } from "../backup/backup-store.js";
 import type { ExportedFile } from "../backup/export-item.js";
 import { AppError } from "../errors.js";
+import { parseStoredJson } from "../stored-document.js";
 
 /** A file of the backup does not hold what the manifest says (size or SHA-256). */
 export class BackupIntegrityError extends AppError {
@@ -46,6 +48,11 @@ export class BackupFiles {
 
   async text(file: ExportedFile): Promise<string> {
     return (await this.read(file)).toString("utf8");
+  }
+
+  /** A JSON file, checked, then validated by `schema`: a mismatch names the blob (StoredDocumentError). */
+  async json<S extends z.ZodType>(file: ExportedFile, schema: S): Promise<z.infer<S>> {
+    return parseStoredJson(schema, await this.text(file), file.blob);
   }
 
   /** Reads the file through once and only checks it. */

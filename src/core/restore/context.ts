@@ -1,16 +1,11 @@
 import { setTimeout as sleep } from "node:timers/promises";
 import type { PortalClient, RequestOptions } from "../arcgis/portal-client.js";
-import {
-  isRetryablePortalError,
-  PortalAuthError,
-  PortalError,
-  PortalSignInError,
-  PortalThrottledError,
-} from "../arcgis/portal-errors.js";
+import { PortalError, PortalThrottledError } from "../arcgis/portal-errors.js";
 import { calculateRetryDelay } from "../arcgis/retry-delay.js";
 import type { ExportedFile } from "../backup/export-item.js";
 import type { ManifestItem } from "../backup/manifest.js";
 import type { PortalItem } from "../backup/portal-types.js";
+import { classifyFailure } from "../failures.js";
 import type { Logger } from "../log.js";
 import type { BackupFiles } from "./backup-files.js";
 import type { ItemProgress, PlanItem, RestorePlan } from "./model.js";
@@ -68,13 +63,6 @@ export interface ItemJob {
   save(): Promise<void>;
   file(path: string): ExportedFile | undefined;
   filesOfKind(kind: ExportedFile["kind"]): ExportedFile[];
-}
-
-/** Failures no single item causes (the portal is down or throttled, sign-in, storage): retried whole. */
-export function isSystemic(error: unknown): boolean {
-  if (isRetryablePortalError(error)) return true;
-  if (error instanceof PortalAuthError || error instanceof PortalSignInError) return true;
-  return (error as { name?: string } | undefined)?.name === "RestError";
 }
 
 export function errorCode(error: unknown): string {
@@ -156,8 +144,10 @@ export async function writeOnce<T>(
     try {
       return await send(ONCE);
     } catch (error) {
-      if (!isRetryablePortalError(error) || attempt >= attempts) throw error;
-      if (!(error instanceof PortalThrottledError)) {
+      const kind = classifyFailure(error);
+      if ((kind !== "transient" && kind !== "throttled") || attempt >= attempts) throw error;
+      // Throttled: the portal refused the write, so it did not happen; anything else may have.
+      if (kind !== "throttled") {
         const done = await recover();
         if (done !== undefined) return done;
       }

@@ -1,4 +1,5 @@
 import path from "node:path";
+import { VERSION_FILES } from "../backup/layout.js";
 import type { PortalItem } from "../backup/portal-types.js";
 import type { ItemJob } from "./context.js";
 import { type RemapTable, remapText } from "./references.js";
@@ -51,7 +52,7 @@ export function marker(restoreId: string, itemId: string): string {
 /** The item's metadata and thumbnail as files for addItem/update. */
 export async function sideFiles(job: ItemJob): Promise<Record<string, File>> {
   const out: Record<string, File> = {};
-  const metadata = job.file("metadata.xml");
+  const metadata = job.file(VERSION_FILES.metadata);
   if (metadata) {
     out.metadata = new File([await job.ctx.files.read(metadata)], "metadata.xml", {
       type: "application/xml",

@@ -1,19 +1,14 @@
 import path from "node:path";
 import { PortalError, PortalNotFoundError } from "../arcgis/portal-errors.js";
 import type { ExportedFile } from "../backup/export-item.js";
-import type { PortalItem } from "../backup/portal-types.js";
+import { VERSION_FILES } from "../backup/layout.js";
+import type { ManifestItem } from "../backup/manifest.js";
+import { type PortalItem, portalItemSchema } from "../backup/portal-types.js";
 import { mapWithConcurrency } from "../concurrency.js";
 import { AppError, errorMessage } from "../errors.js";
+import { isSystemicFailure } from "../failures.js";
 import { BackupIntegrityError, BUFFERED_FILE_MAX, parts } from "./backup-files.js";
-import {
-  errorCode,
-  type ItemJob,
-  isSystemic,
-  note,
-  type RestoreContext,
-  remapTableFor,
-  writeOnce,
-} from "./context.js";
+import { errorCode, type ItemJob, note, type RestoreContext, remapTableFor, writeOnce } from "./context.js";
 import { itemFields, marker, sideFiles } from "./item-fields.js";
 import type { ItemProgress, PlanItem } from "./model.js";
 import { isJsonName } from "./plan.js";
@@ -24,8 +19,8 @@ import { findByKeyword } from "./target.js";
 /**
  * Restores one planned item, resuming from its progress row: a step that already happened is not
  * repeated, an item created just before a crash is found again (by a marker typeKeyword) instead
- * of being created twice. Item failures are recorded in the row; failures of the portal or the
- * storage as a whole are thrown so the activity is retried.
+ * of being created twice. Item failures are recorded in the row; systemic ones (an outage, our
+ * sign-in refused) are thrown for the batch to deal with (see failures.ts).
  */
 export async function restoreItem(ctx: RestoreContext, plan: PlanItem): Promise<ItemProgress> {
   const existing = await ctx.progress.getItem(ctx.restoreId, plan.itemId);
@@ -44,10 +39,7 @@ export async function restoreItem(ctx: RestoreContext, plan: PlanItem): Promise<
   try {
     if (!manifest)
       throw new AppError("The item is not in the run's manifest", { code: "ERR_NOT_IN_RUN", status: 400 });
-    const itemFile = manifest.files.find((f) => f.path === "item.json");
-    if (!itemFile)
-      throw new AppError("The backup holds no item.json", { code: "ERR_BACKUP_INCOMPLETE", status: 422 });
-    const item = JSON.parse(await ctx.files.text(itemFile)) as PortalItem;
+    const item = await readItemJson(ctx, manifest);
     const job: ItemJob = {
       ctx,
       plan,
@@ -70,7 +62,7 @@ export async function restoreItem(ctx: RestoreContext, plan: PlanItem): Promise<
     log.info("Item restored", { newId: row.newId ?? null, action: row.action });
     return row;
   } catch (error) {
-    if (isSystemic(error)) {
+    if (isSystemicFailure(error)) {
       await save().catch(() => {});
       throw error;
     }
@@ -149,7 +141,7 @@ async function restorePlainItem(job: ItemJob): Promise<void> {
     await completeMultipart(job, dataFile, row.newId);
     return;
   }
-  row.folderId = await ctx.folders.ensure(plan.owner, plan.folder);
+  row.folderId = await ctx.folders.ensure(ctx.portal, plan.owner, plan.folder);
   const tag = marker(ctx.restoreId, plan.itemId);
   if (row.marker) {
     // A previous attempt may have created the item just before it stopped.
@@ -234,7 +226,7 @@ async function dataParams(
   table: RemapTable,
 ): Promise<{ params: Record<string, unknown>; multipart: boolean }> {
   if (!file) return { params: {}, multipart: false };
-  if (file.path === "data.json") {
+  if (file.path === VERSION_FILES.data) {
     const text = await job.ctx.files.text(file);
     const remapped = remapText(text, table);
     job.row.remapped = { ids: remapped.ids, urls: remapped.urls };
@@ -257,7 +249,7 @@ async function completeMultipart(
   file: ExportedFile | undefined,
   itemId: string,
 ): Promise<void> {
-  if (!file || file.path === "data.json" || file.size <= job.ctx.limits.singleUploadMax) return;
+  if (!file || file.path === VERSION_FILES.data || file.size <= job.ctx.limits.singleUploadMax) return;
   if (job.row.steps.data) return;
   const { ctx, plan } = job;
   const base = `${userPath(plan.owner)}/items/${itemId}`;
@@ -310,7 +302,7 @@ async function restoreResources(job: ItemJob): Promise<void> {
   if (!resumed) {
     if (plan.action === "overwrite") {
       await ctx.portal.json(`${base}/removeResources`, { deleteAll: true }).catch((error: unknown) => {
-        if (isSystemic(error)) throw error;
+        if (isSystemicFailure(error)) throw error;
         note(row, `Existing resources could not be removed: ${errorMessage(error)}`);
       });
     }
@@ -346,7 +338,7 @@ async function restoreResources(job: ItemJob): Promise<void> {
       try {
         await ctx.portal.json(`${base}/addResources`, params);
       } catch (error) {
-        if (isSystemic(error) || !resumed) throw error;
+        if (isSystemicFailure(error) || !resumed) throw error;
         // Already there from the attempt before: replace it.
         await ctx.portal.json(`${base}/updateResources`, params);
       }
@@ -384,7 +376,7 @@ async function finishItem(job: ItemJob): Promise<void> {
       key === "properties" ? (item.properties ? JSON.stringify(item.properties) : undefined) : item[key];
     if (typeof original === "string" && wouldRemap(original, selfOnly)) params[key] = fields[key];
   }
-  const dataFile = job.file("data.json");
+  const dataFile = job.file(VERSION_FILES.data);
   if (dataFile) {
     const text = await ctx.files.text(dataFile);
     if (wouldRemap(text, selfOnly)) params.text = remapText(text, table).text;
@@ -464,7 +456,7 @@ export async function addRelationships(job: Pick<ItemJob, "ctx" | "plan" | "row"
         relationshipType: rel.type,
       });
     } catch (error) {
-      if (isSystemic(error)) throw error;
+      if (isSystemicFailure(error)) throw error;
       if (error instanceof PortalNotFoundError || error instanceof PortalError) {
         note(row, `Relationship ${rel.type} ${origin} → ${dest} not added: ${errorMessage(error)}`);
       } else throw error;
@@ -495,14 +487,12 @@ export async function relinkItem(ctx: RestoreContext, row: ItemProgress): Promis
       const { table, pending } = await remapTableFor(ctx, plan, self);
       const resolved = (row.pendingRefs ?? []).filter((id) => !pending.includes(id));
       if (resolved.length > 0) {
-        const item = JSON.parse(
-          await ctx.files.text(manifest.files.find((f) => f.path === "item.json") as ExportedFile),
-        ) as PortalItem;
+        const item = await readItemJson(ctx, manifest);
         const params: Record<string, unknown> = {};
         const fields = itemFields(item, table, { clearEmpty: false });
         for (const key of ["url", "properties", "description"] as const)
           if (fields[key] !== undefined) params[key] = fields[key];
-        const dataFile = manifest.files.find((f) => f.path === "data.json");
+        const dataFile = manifest.files.find((f) => f.path === VERSION_FILES.data);
         if (dataFile) params.text = remapText(await ctx.files.text(dataFile), table).text;
         await ctx.portal.json(`${userPath(row.owner)}/items/${row.newId}/update`, params);
         for (const file of manifest.files.filter((f) => f.kind === "resource" && isJsonName(f))) {
@@ -537,9 +527,18 @@ export async function relinkItem(ctx: RestoreContext, row: ItemProgress): Promis
       await save();
     }
   } catch (error) {
-    if (isSystemic(error)) throw error;
+    if (isSystemicFailure(error)) throw error;
     note(row, `References could not be rewritten in the last pass: ${errorMessage(error)}`);
     await save();
   }
   return row;
+}
+
+/** The item's item.json, checked against the manifest and validated (a mismatch fails the item). */
+async function readItemJson(ctx: RestoreContext, manifest: ManifestItem): Promise<PortalItem> {
+  const itemFile = manifest.files.find((f) => f.path === VERSION_FILES.item);
+  if (!itemFile) {
+    throw new AppError("The backup holds no item.json", { code: "ERR_BACKUP_INCOMPLETE", status: 422 });
+  }
+  return ctx.files.json(itemFile, portalItemSchema);
 }

@@ -1,5 +1,6 @@
 import { z } from "zod";
 import { newRunId } from "../backup/layout.js";
+import { schemaVersion } from "../stored-document.js";
 
 /**
  * The restore's vocabulary: the request, the run record, the plan (what will be created or
@@ -67,72 +68,89 @@ export type RestoreRecord = z.infer<typeof restoreRecordSchema>;
 export type PlanKind = "item" | "feature-service" | "view";
 export type PlanAction = "create" | "overwrite" | "skip";
 
-export interface PlanReferences {
+const failure = z.object({ code: z.string(), message: z.string() });
+const relationship = z.object({ type: z.string(), origin: z.string(), dest: z.string() });
+
+export const planReferencesSchema = z.object({
   /** Item ids (old) of the restore set this item refers to: remapped to the new items. */
-  remapped: string[];
+  remapped: z.array(z.string()),
   /** Service URLs (old) of restored services this item refers to. */
-  urls: string[];
+  urls: z.array(z.string()),
   /** Ids that stay as they are: items of the backup not restored now, or not in the backup at all. */
-  unchanged: Array<{ id: string; reason: "not-restored" | "not-in-backup" }>;
+  unchanged: z.array(z.object({ id: z.string(), reason: z.enum(["not-restored", "not-in-backup"]) })),
   /** Service URLs of backed-up services that are not restored now. */
-  unchangedUrls: string[];
-}
+  unchangedUrls: z.array(z.string()),
+});
+export type PlanReferences = z.infer<typeof planReferencesSchema>;
 
-export interface PlanItem {
-  itemId: string;
-  title: string;
-  type: string;
-  kind: PlanKind;
-  action: PlanAction;
+export const planItemSchema = z.object({
+  itemId: z.string(),
+  title: z.string(),
+  type: z.string(),
+  kind: z.enum(["item", "feature-service", "view"]),
+  action: z.enum(["create", "overwrite", "skip"]),
   /** Why the item is skipped (action "skip"). */
-  reason?: { code: string; message: string };
-  /** Items are restored level by level; every dependency sits on a lower level (cycles share one). */
-  level: number;
-  dependsOn: string[];
-  versionPath: string | null;
+  reason: failure.optional(),
+  /**
+   * Items are restored level by level; every dependency sits on a lower level (cycles share one).
+   * A skipped item has level -1.
+   */
+  level: z.number().int().min(-1),
+  dependsOn: z.array(z.string()),
+  versionPath: z.string().nullable(),
   /** Target owner and folder title (null: the owner's root folder). Overwrite keeps the item's own. */
-  owner: string;
-  folder: string | null;
-  sourceOwner: string;
-  sourceFolder: string | null;
-  access: string;
+  owner: z.string(),
+  folder: z.string().nullable(),
+  sourceOwner: z.string(),
+  sourceFolder: z.string().nullable(),
+  access: z.string(),
   /** Target group ids to share with; groups missing in the target by their source title. */
-  groups: string[];
-  missingGroups: string[];
-  references: PlanReferences;
+  groups: z.array(z.string()),
+  missingGroups: z.array(z.string()),
+  references: planReferencesSchema,
   /** Relationships (old ids) to re-create once both ends exist. */
-  relationships: Array<{ type: string; origin: string; dest: string }>;
+  relationships: z.array(relationship),
   /** Hosted services: the name wanted for the new service, and the old service URL. */
-  serviceName?: string;
-  sourceUrl?: string;
+  serviceName: z.string().optional(),
+  sourceUrl: z.string().optional(),
   /** Hosted views: where their source is (old id when restored now, else the existing item). */
-  viewSource?: { itemId: string; restored: boolean; url: string | null; name: string | null };
-}
+  viewSource: z
+    .object({
+      itemId: z.string(),
+      restored: z.boolean(),
+      url: z.string().nullable(),
+      name: z.string().nullable(),
+    })
+    .optional(),
+});
+export type PlanItem = z.infer<typeof planItemSchema>;
 
-export interface RestorePlan {
-  schemaVersion: 1;
-  restoreId: string | null;
-  runId: string;
-  identityId: string;
-  source: { sharingUrl: string; orgId: string | null };
-  target: {
-    identityId: string;
-    orgId: string | null;
-    username: string;
-    sameOrg: boolean;
-    mode: RestoreMode;
-    owner?: string;
-    folder?: string;
-  };
+/** `restores/<restoreId>/plan.json` (schema version 1), also the answer of a dry run. */
+export const restorePlanSchema = z.object({
+  schemaVersion: schemaVersion(1),
+  restoreId: z.string().nullable(),
+  runId: z.string(),
+  identityId: z.string(),
+  source: z.object({ sharingUrl: z.string(), orgId: z.string().nullable() }),
+  target: z.object({
+    identityId: z.string(),
+    orgId: z.string().nullable(),
+    username: z.string(),
+    sameOrg: z.boolean(),
+    mode: z.enum(["new", "overwrite"]),
+    owner: z.string().optional(),
+    folder: z.string().optional(),
+  }),
   /** Item ids per level, then batches of a level (one service alone, up to 8 other items). */
-  levels: string[][];
-  batches: string[][][];
+  levels: z.array(z.array(z.string())),
+  batches: z.array(z.array(z.array(z.string()))),
   /** Every item asked for, in restore order; skipped ones last. */
-  items: PlanItem[];
-  missingGroups: Array<{ id: string; title: string }>;
-  warnings: string[];
-  totals: { items: number; create: number; overwrite: number; skip: number };
-}
+  items: z.array(planItemSchema),
+  missingGroups: z.array(z.object({ id: z.string(), title: z.string() })),
+  warnings: z.array(z.string()),
+  totals: z.object({ items: count, create: count, overwrite: count, skip: count }),
+});
+export type RestorePlan = z.infer<typeof restorePlanSchema>;
 
 export type ItemStatus = "creating" | "created" | "done" | "failed" | "skipped";
 
@@ -176,42 +194,55 @@ export interface ItemProgress {
   updatedAt: string;
 }
 
-export interface ReportItem {
-  itemId: string;
-  title: string;
-  type: string;
-  action: PlanAction;
-  status: "restored" | "failed" | "skipped" | "pending";
-  newId: string | null;
-  newUrl?: string;
-  owner?: string;
-  notes: string[];
-  error?: { code: string; message: string };
-  counts?: Record<string, number>;
-}
+export const reportItemSchema = z.object({
+  itemId: z.string(),
+  title: z.string(),
+  type: z.string(),
+  action: z.enum(["create", "overwrite", "skip"]),
+  status: z.enum(["restored", "failed", "skipped", "pending"]),
+  newId: z.string().nullable(),
+  newUrl: z.string().optional(),
+  owner: z.string().optional(),
+  notes: z.array(z.string()),
+  error: failure.optional(),
+  counts: z.record(z.string(), z.number()).optional(),
+});
+export type ReportItem = z.infer<typeof reportItemSchema>;
 
-export interface RestoreReport {
-  restoreId: string;
-  runId: string;
-  identityId: string;
-  targetIdentityId: string;
-  mode: RestoreMode;
-  status: RestoreStatus;
-  startedAt: string;
-  endedAt: string;
-  totals: { items: number; restored: number; failed: number; skipped: number };
+export const RESTORE_REPORT_SCHEMA_VERSION = 1;
+
+/**
+ * `restores/<restoreId>/report.json`, schema version 1. Reports written before the field
+ * existed hold the same fields and read as version 1.
+ */
+export const restoreReportSchema = z.object({
+  schemaVersion: schemaVersion(RESTORE_REPORT_SCHEMA_VERSION).default(RESTORE_REPORT_SCHEMA_VERSION),
+  restoreId: z.string(),
+  runId: z.string(),
+  identityId: z.string(),
+  targetIdentityId: z.string(),
+  mode: z.enum(["new", "overwrite"]),
+  status: z.enum(RESTORE_STATUSES),
+  startedAt: z.string(),
+  endedAt: z.string(),
+  totals: z.object({ items: count, restored: count, failed: count, skipped: count }),
   /** Old item id → new item id (overwrite: the same id). */
-  idMap: Record<string, string>;
+  idMap: z.record(z.string(), z.string()),
   /** Old service URL → new service URL. */
-  urlMap: Record<string, string>;
-  items: ReportItem[];
-  failures: Array<{ itemId: string; title: string; type: string; code: string; message: string }>;
+  urlMap: z.record(z.string(), z.string()),
+  items: z.array(reportItemSchema),
+  failures: z.array(
+    z.object({
+      itemId: z.string(),
+      title: z.string(),
+      type: z.string(),
+      code: z.string(),
+      message: z.string(),
+    }),
+  ),
   /** References left as they were, per item that holds them. */
-  unchangedReferences: Array<{ itemId: string; reference: string; reason: string }>;
-  missingGroups: Array<{ id: string; title: string }>;
-  notSharedWith: Array<{ itemId: string; groups: string[] }>;
-}
-
-export function restoreBlobPrefix(restoreId: string): string {
-  return `restores/${restoreId}/`;
-}
+  unchangedReferences: z.array(z.object({ itemId: z.string(), reference: z.string(), reason: z.string() })),
+  missingGroups: z.array(z.object({ id: z.string(), title: z.string() })),
+  notSharedWith: z.array(z.object({ itemId: z.string(), groups: z.array(z.string()) })),
+});
+export type RestoreReport = z.infer<typeof restoreReportSchema>;

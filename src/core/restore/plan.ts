@@ -1,6 +1,7 @@
-import type { ExportedFile } from "../backup/export-item.js";
+import { type ExportedFile, type RelatedItems, relatedItemsSchema } from "../backup/export-item.js";
+import { VERSION_FILES } from "../backup/layout.js";
 import type { Manifest, ManifestItem } from "../backup/manifest.js";
-import type { PortalItem } from "../backup/portal-types.js";
+import { type PortalItem, portalItemSchema } from "../backup/portal-types.js";
 import { mapWithConcurrency } from "../concurrency.js";
 import { AppError, errorMessage } from "../errors.js";
 import type { BackupFiles } from "./backup-files.js";
@@ -60,7 +61,7 @@ export interface PlanInput {
 export interface ItemContent {
   manifestItem: ManifestItem;
   item?: PortalItem;
-  related: Array<{ relationshipType: string; direction: string; itemIds: string[] }>;
+  related: RelatedItems;
   /** Texts that may hold references: data, url, properties, description, JSON resources. */
   texts: string[];
   kind: PlanKind;
@@ -90,17 +91,17 @@ export async function readItemContent(files: BackupFiles, manifestItem: Manifest
     };
     return content;
   }
-  const itemFile = fileOf(manifestItem, "item.json");
+  const itemFile = fileOf(manifestItem, VERSION_FILES.item);
   if (!itemFile) {
     content.skip = { code: "ERR_BACKUP_INCOMPLETE", message: "The backup holds no item.json for this item" };
     return content;
   }
   try {
-    const item = JSON.parse(await files.text(itemFile)) as PortalItem;
+    const item = await files.json(itemFile, portalItemSchema);
     content.item = item;
-    const related = fileOf(manifestItem, "related.json");
-    if (related) content.related = JSON.parse(await files.text(related)) as ItemContent["related"];
-    const data = fileOf(manifestItem, "data.json");
+    const related = fileOf(manifestItem, VERSION_FILES.related);
+    if (related) content.related = await files.json(related, relatedItemsSchema);
+    const data = fileOf(manifestItem, VERSION_FILES.data);
     if (data && data.size <= JSON_RESOURCE_MAX) content.texts.push(await files.text(data));
     if (typeof item.url === "string") content.texts.push(item.url);
     if (item.properties) content.texts.push(JSON.stringify(item.properties));
@@ -112,7 +113,7 @@ export async function readItemContent(files: BackupFiles, manifestItem: Manifest
     }
     const hostedFeatures = item.type === "Feature Service" && isHostedService(item);
     if (hostedFeatures) {
-      if (!fileOf(manifestItem, "service/service.json")) {
+      if (!fileOf(manifestItem, VERSION_FILES.service)) {
         content.skip = {
           code: "ERR_BACKUP_INCOMPLETE",
           message: "The service definition of this hosted feature layer was not captured",

@@ -1,27 +1,40 @@
-import type { ContainerClient } from "@azure/storage-blob";
+import { z } from "zod";
 import type { OrgRateGovernor } from "../arcgis/governor/index.js";
-import type { PortalClient } from "../arcgis/portal-client.js";
+import type { PortalClient, PortalClientStats } from "../arcgis/portal-client.js";
 import { PortalNotFoundError } from "../arcgis/portal-errors.js";
-import { BackupStore } from "../backup/backup-store.js";
+import type { BackupStore } from "../backup/backup-store.js";
+import { restorePlanName, restoreReportName } from "../backup/layout.js";
 import { type Manifest, type ManifestItem, readManifest } from "../backup/manifest.js";
 import type { PortalItem } from "../backup/portal-types.js";
 import { mapWithConcurrency } from "../concurrency.js";
 import { NotFoundError } from "../errors.js";
+import { isRetryableFailure } from "../failures.js";
 import type { StoredIdentity } from "../identities/identity.js";
 import type { IdentityService } from "../identities/identity-service.js";
 import type { Logger } from "../log.js";
+import { DEFAULT_OUTAGE_SETTINGS, type OutagePause, type OutageSettings, outagePause } from "../outage.js";
+import { StoredDocumentError } from "../stored-document.js";
+import type {
+  RestoreBatchInput as BatchInput,
+  RestoreFailBatchInput,
+  RestoreFinalizeInput,
+  RestoreInput,
+  RestoreRecordFailureInput,
+} from "./activity-inputs.js";
 import { BackupFiles } from "./backup-files.js";
 import { DEFAULT_LIMITS, type RestoreContext, type RestoreLimits } from "./context.js";
 import { relinkItem, restoreItem } from "./item-restore.js";
 import {
   type ItemProgress,
   type PlanItem,
+  RESTORE_REPORT_SCHEMA_VERSION,
   type RestoreMode,
   type RestorePlan,
   type RestoreRecord,
   type RestoreReport,
   type RestoreStatus,
-  restoreBlobPrefix,
+  restorePlanSchema,
+  restoreReportSchema,
 } from "./model.js";
 import { buildPlan } from "./plan.js";
 import { failRestore, logRestoreCompleted } from "./restore-end.js";
@@ -38,22 +51,17 @@ export interface RestoreRunnerDependencies {
   identities: IdentityService;
   store: RestoreStore;
   portalFor(identity: StoredIdentity): Promise<PortalClient>;
-  openContainer(identity: StoredIdentity): Promise<ContainerClient>;
+  /** The backup store of the identity whose backup is restored. */
+  openStore(identity: StoredIdentity): Promise<BackupStore>;
   /** The target org's shared rate governor: restore writes spend its request units too. */
   governorFor?(identity: StoredIdentity): Promise<OrgRateGovernor>;
   log: Logger;
   limits?: Partial<RestoreLimits>;
+  /** How a batch that meets an outage pauses (default DEFAULT_OUTAGE_SETTINGS). */
+  outage?: OutageSettings;
 }
 
-export interface RestoreInput {
-  restoreId: string;
-  identityId: string;
-}
-
-export interface BatchInput extends RestoreInput {
-  level: number;
-  batch: number;
-}
+export type { RestoreBatchInput as BatchInput, RestoreInput } from "./activity-inputs.js";
 
 export interface BatchCounts {
   restored: number;
@@ -61,6 +69,14 @@ export interface BatchCounts {
   requests: number;
   retries: number;
   throttled: number;
+}
+
+/**
+ * A batch's result. A paused batch (an outage) reports only its traffic: its items are counted
+ * by the attempt that finishes the batch, from their progress rows.
+ */
+export interface BatchOutcome extends BatchCounts {
+  paused?: OutagePause;
 }
 
 /** What the orchestration learns from the plan: batches per level, and how many items. */
@@ -110,9 +126,11 @@ export class RestoreRunner {
   private readonly plans = new Map<string, Promise<RestorePlan>>();
   private readonly manifests = new Map<string, Promise<Map<string, ManifestItem>>>();
   readonly limits: RestoreLimits;
+  private readonly outage: OutageSettings;
 
   constructor(private readonly deps: RestoreRunnerDependencies) {
     this.limits = { ...DEFAULT_LIMITS, ...deps.limits };
+    this.outage = deps.outage ?? DEFAULT_OUTAGE_SETTINGS;
   }
 
   /** The run's manifest, or 404. */
@@ -137,8 +155,8 @@ export class RestoreRunner {
     const target = await this.target(request.target.identityId);
     const run = manifest ?? (await this.manifest(request.identityId, request.runId));
     const [sourceGroups, sourceFolders, users, groups] = await Promise.all([
-      readNdjson<{ id: string; title: string }>(source.store, run.org.groups),
-      readNdjson<{ id: string; title: string }>(source.store, run.org.folders),
+      source.store.readNdjson(run.org.groups, orgRecordSchema),
+      source.store.readNdjson(run.org.folders, orgRecordSchema),
       readTargetUsers(target.portal, target.self),
       readTargetGroups(target.portal, target.self.orgId),
     ]);
@@ -155,8 +173,8 @@ export class RestoreRunner {
       manifest: run,
       ...(request.itemIds ? { itemIds: request.itemIds } : {}),
       files: source.files,
-      sourceGroups: new Map(sourceGroups.map((g) => [g.id, { id: g.id, title: g.title }])),
-      sourceFolders: new Map(sourceFolders.map((f) => [f.id, f.title])),
+      sourceGroups: new Map((sourceGroups ?? []).map((g) => [g.id, { id: g.id, title: g.title }])),
+      sourceFolders: new Map((sourceFolders ?? []).map((f) => [f.id, f.title])),
       target: {
         identityId: request.target.identityId,
         self: target.self,
@@ -188,8 +206,8 @@ export class RestoreRunner {
   async plan(input: RestoreInput): Promise<PlanSummary> {
     const record = await this.record(input);
     const source = await this.source(input.identityId);
-    const name = `${restoreBlobPrefix(input.restoreId)}plan.json`;
-    let plan = await source.store.readJson<RestorePlan>(name);
+    const name = restorePlanName(input.restoreId);
+    let plan = await source.store.readJson(name, restorePlanSchema);
     if (!plan) {
       plan = await this.planFor({
         restoreId: input.restoreId,
@@ -214,20 +232,44 @@ export class RestoreRunner {
     };
   }
 
-  /** Activity: one batch of a level, its items a few at a time. */
-  async restoreBatch(input: BatchInput): Promise<BatchCounts> {
-    const ctx = await this.context(input);
-    const ids = ctx.plan.batches[input.level]?.[input.batch] ?? [];
-    const before = { ...ctx.portal.stats };
-    const rows = await mapWithConcurrency(ids, this.limits.itemsInParallel, (id) =>
-      restoreItem(ctx, ctx.planItems.get(id) as PlanItem),
-    );
-    return countRows(rows, before, ctx.portal.stats);
+  /**
+   * Activity: one batch of a level, its items a few at a time, through a portal client of its own
+   * (its counts are its traffic alone). An outage past the clients' retries pauses the batch.
+   */
+  async restoreBatch(input: BatchInput): Promise<BatchOutcome> {
+    let portal: PortalClient | undefined;
+    try {
+      const ctx = await this.context(input);
+      portal = ctx.portal;
+      const ids = ctx.plan.batches[input.level]?.[input.batch] ?? [];
+      const rows = await mapWithConcurrency(ids, this.limits.itemsInParallel, (id) =>
+        restoreItem(ctx, ctx.planItems.get(id) as PlanItem),
+      );
+      return countRows(rows, ctx.portal.stats);
+    } catch (error) {
+      // An outage past the clients' retries: the orchestration runs the batch again later, from
+      // the items' progress rows. Anything else fails the activity (retried by Durable Functions).
+      if (!isRetryableFailure(error)) throw error;
+      const paused = outagePause(error, this.outage);
+      this.deps.log.warn("Restore batch paused: the target portal or the storage is unreachable", {
+        ...input,
+        reason: paused.reason,
+      });
+      return { ...countRows([], portal?.stats), paused };
+    }
   }
 
-  /** Activity: a batch whose retries ran out; its unfinished items are recorded as failed. */
-  async failBatch(input: BatchInput & { reason: string }): Promise<BatchCounts> {
-    const ctx = await this.context(input);
+  /**
+   * Activity: a batch whose retries ran out, or whose outage outlasted the maximum (`code`
+   * ERR_OUTAGE); its unfinished items are recorded as failed. With a
+   * plan that cannot be read there is nothing to record: the report says why the restore failed.
+   */
+  async failBatch(input: RestoreFailBatchInput): Promise<BatchCounts> {
+    const ctx = await this.context(input).catch((error: unknown) => {
+      if (error instanceof StoredDocumentError) return undefined;
+      throw error;
+    });
+    if (!ctx) return countRows([]);
     const ids = ctx.plan.batches[input.level]?.[input.batch] ?? [];
     const rows: ItemProgress[] = [];
     for (const id of ids) {
@@ -241,13 +283,13 @@ export class RestoreRunner {
       };
       if (row.status !== "done" && row.status !== "failed") {
         row.status = "failed";
-        row.error = { code: "ERR_BATCH_RETRIES_EXHAUSTED", message: input.reason };
+        row.error = { code: input.code ?? "ERR_BATCH_RETRIES_EXHAUSTED", message: input.reason };
         if (row.newId) row.notes.push(`The item ${row.newId} was created but is incomplete`);
         await this.deps.store.putItem(input.restoreId, row);
       }
       rows.push(row);
     }
-    return countRows(rows, ctx.portal.stats, ctx.portal.stats);
+    return countRows(rows, ctx.portal.stats);
   }
 
   /** Activity: references and relationships that had to wait for items created later. */
@@ -267,17 +309,16 @@ export class RestoreRunner {
   }
 
   /** Activity: the report (old → new ids, URL remaps, failures, references left as they were). */
-  async finalize(
-    input: RestoreInput & { outcome: "completed" | "failed"; error?: { code: string; message: string } },
-  ) {
+  async finalize(input: RestoreFinalizeInput) {
     const record = await this.record(input);
     const source = await this.source(input.identityId);
-    const plan = await source.store.readJson<RestorePlan>(`${restoreBlobPrefix(input.restoreId)}plan.json`);
+    const { plan, error: planError } = await readPlanForReport(source.store, input.restoreId);
+    const error = input.error ?? planError;
     const rows = new Map<string, ItemProgress>();
     for await (const row of this.deps.store.items(input.restoreId)) rows.set(row.itemId, row);
     const endedAt = new Date().toISOString();
-    const report = buildReport(record, plan, rows, input.outcome, endedAt);
-    const name = `${restoreBlobPrefix(input.restoreId)}report.json`;
+    const report = buildReport(record, plan, rows, planError ? "failed" : input.outcome, endedAt);
+    const name = restoreReportName(input.restoreId);
     await source.store.uploadJson(name, report);
     const updated = await this.deps.store.update(input.identityId, input.restoreId, (next) => {
       next.status = report.status;
@@ -287,7 +328,7 @@ export class RestoreRunner {
       next.itemsRestored = report.totals.restored;
       next.itemsFailed = report.totals.failed;
       next.itemsSkipped = report.totals.skipped;
-      if (input.error) next.error = input.error;
+      if (error) next.error = error;
     });
     this.plans.delete(input.restoreId);
     logRestoreCompleted(this.deps.log, updated);
@@ -298,12 +339,12 @@ export class RestoreRunner {
    * Activity: ends the restore as `failed` with the reason through the runs table alone — the last
    * resort of an orchestration that could not finish it (its report failed past its retries).
    */
-  async recordFailure(input: RestoreInput & { error: { code: string; message: string } }) {
+  async recordFailure(input: RestoreRecordFailureInput) {
     return failRestore(this.deps, input.identityId, input.restoreId, input.error);
   }
 
   async readReport(identityId: string, name: string): Promise<RestoreReport | undefined> {
-    return (await this.source(identityId)).store.readJson<RestoreReport>(name);
+    return (await this.source(identityId)).store.readJson(name, restoreReportSchema);
   }
 
   private async record(input: RestoreInput): Promise<RestoreRecord> {
@@ -318,12 +359,10 @@ export class RestoreRunner {
     const target = await this.target(record.target.identityId);
     let plan = this.plans.get(input.restoreId);
     if (!plan) {
-      plan = source.store
-        .readJson<RestorePlan>(`${restoreBlobPrefix(input.restoreId)}plan.json`)
-        .then((p) => {
-          if (!p) throw new NotFoundError(`The plan of restore ${input.restoreId} is missing`);
-          return p;
-        });
+      plan = source.store.readJson(restorePlanName(input.restoreId), restorePlanSchema).then((p) => {
+        if (!p) throw new NotFoundError(`The plan of restore ${input.restoreId} is missing`);
+        return p;
+      });
       plan.catch(() => this.plans.delete(input.restoreId));
       this.plans.set(input.restoreId, plan);
       while (this.plans.size > CACHED_PLANS) this.plans.delete(this.plans.keys().next().value as string);
@@ -344,7 +383,8 @@ export class RestoreRunner {
       plan: resolved,
       planItems: new Map(resolved.items.map((i) => [i.itemId, i])),
       manifestItems: await manifestItems,
-      // Paced by the target org's governor, counted per activity.
+      // A client of the activity's own (paced by the target org's governor): its counts are the
+      // activity's traffic alone, whatever runs beside it in the process.
       portal: target.governor ? target.portal.fork({ pacer: target.governor.track() }) : target.portal.fork(),
       files: source.files,
       progress: this.deps.store,
@@ -357,7 +397,7 @@ export class RestoreRunner {
   private source(identityId: string): Promise<SourceSession> {
     return cached(this.sources, identityId, async () => {
       const identity = await this.deps.identities.get(identityId);
-      const store = new BackupStore(await this.deps.openContainer(identity), identity.id);
+      const store = await this.deps.openStore(identity);
       return { identity, store, files: new BackupFiles(store), openedAt: Date.now() };
     });
   }
@@ -368,7 +408,7 @@ export class RestoreRunner {
       const portal = await this.deps.portalFor(identity);
       const self = await readTargetSelf(portal);
       const governor = await this.deps.governorFor?.(identity);
-      return { identity, portal, governor, self, folders: new FolderResolver(portal), openedAt: Date.now() };
+      return { identity, portal, governor, self, folders: new FolderResolver(), openedAt: Date.now() };
     });
   }
 }
@@ -394,15 +434,24 @@ function cached<T extends { openedAt: number }>(
   return opening;
 }
 
-async function readNdjson<T>(store: BackupStore, name: string): Promise<T[]> {
-  if (!(await store.exists(name))) return [];
-  const chunks: Buffer[] = [];
-  for await (const chunk of await store.openRead(name)) chunks.push(chunk as Buffer);
-  return Buffer.concat(chunks)
-    .toString("utf8")
-    .split("\n")
-    .filter((line) => line.trim() !== "")
-    .map((line) => JSON.parse(line) as T);
+/** A group or folder of the backed-up org, as the inventory recorded it (other fields ignored). */
+const orgRecordSchema = z.object({ id: z.string(), title: z.string() });
+
+/**
+ * The plan, for the report. One that does not match its schema fails the restore with its
+ * reason (the report then has no items) instead of failing the report too.
+ */
+async function readPlanForReport(
+  store: BackupStore,
+  restoreId: string,
+): Promise<{ plan?: RestorePlan; error?: { code: string; message: string } }> {
+  try {
+    const plan = await store.readJson(restorePlanName(restoreId), restorePlanSchema);
+    return plan ? { plan } : {};
+  } catch (error) {
+    if (!(error instanceof StoredDocumentError)) throw error;
+    return { error: { code: error.code, message: error.message } };
+  }
 }
 
 function normalize(url: string): string {
@@ -412,17 +461,14 @@ function normalize(url: string): string {
     .toLowerCase();
 }
 
-function countRows(
-  rows: ItemProgress[],
-  before: PortalClient["stats"],
-  after: PortalClient["stats"],
-): BatchCounts {
+/** Items by their rows, and the traffic of the activity's own portal client. */
+function countRows(rows: ItemProgress[], traffic?: PortalClientStats): BatchCounts {
   return {
     restored: rows.filter((r) => r.status === "done").length,
     failed: rows.filter((r) => r.status === "failed").length,
-    requests: after.requests - before.requests,
-    retries: after.retries - before.retries,
-    throttled: after.throttled - before.throttled,
+    requests: traffic?.requests ?? 0,
+    retries: traffic?.retries ?? 0,
+    throttled: traffic?.throttled ?? 0,
   };
 }
 
@@ -516,6 +562,7 @@ export function buildReport(
   let status: RestoreStatus = outcome === "failed" ? "failed" : "completed";
   if (status === "completed" && (failed > 0 || skipped > 0)) status = "completed-with-failures";
   return {
+    schemaVersion: RESTORE_REPORT_SCHEMA_VERSION,
     restoreId: record.restoreId,
     runId: record.runId,
     identityId: record.identityId,

@@ -2,11 +2,12 @@ import { PortalError } from "../arcgis/portal-errors.js";
 import type { BackupService } from "../backup/backup-service.js";
 import { RUN_ID_PATTERN } from "../backup/layout.js";
 import { ConflictError, NotFoundError, ValidationError } from "../errors.js";
+import { isSystemicFailure } from "../failures.js";
 import type { IdentityService } from "../identities/identity-service.js";
 import type { Logger } from "../log.js";
 import { type OrchestrationClient, type OrchestrationState, readOrchestration } from "../orchestrations.js";
 import { parseInput } from "../validation.js";
-import { isSystemic } from "./context.js";
+import type { RestoreInput } from "./activity-inputs.js";
 import {
   newRestoreId,
   RESTORE_ID_PATTERN,
@@ -22,10 +23,8 @@ import { assertCanCreate } from "./target.js";
 
 export const RESTORE_ORCHESTRATOR = "restoreOrchestrator";
 
-export interface RestoreRunInput {
-  restoreId: string;
-  identityId: string;
-}
+/** The orchestration's input. */
+export type RestoreRunInput = RestoreInput;
 
 /** A restore as the API shows it: the record, live progress or the report. */
 export type RestoreView = Omit<RestoreRecord, "report"> & {
@@ -201,7 +200,7 @@ export class RestoreService {
     } catch (error) {
       if (
         error instanceof PortalError &&
-        !isSystemic(error) &&
+        !isSystemicFailure(error) &&
         [400, 403, 404].includes(error.arcgisCode ?? 0)
       ) {
         throw new ValidationError(`target.owner: no user ${owner} in the target org`, "target.owner");

@@ -35,8 +35,9 @@ async function build(base: Services): Promise<RestoreServices> {
     identities: base.identities,
     store,
     portalFor: (identity) => base.portalFor(identity),
-    openContainer: (identity) => base.openContainer(identity),
+    openStore: (identity) => base.openStore(identity),
     governorFor: (identity) => base.governorFor(identity),
+    outage: base.config.outage,
     log: base.log,
   });
   const restores = new RestoreService({

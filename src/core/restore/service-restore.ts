@@ -2,10 +2,12 @@ import type { PortalClient } from "../arcgis/portal-client.js";
 import { PortalError, PortalTransientError } from "../arcgis/portal-errors.js";
 import type { ExportedFile } from "../backup/export-item.js";
 import type { AttachmentRecord } from "../backup/feature-attachments.js";
+import { layerDefinitionPath, VERSION_FILES } from "../backup/layout.js";
 import type { PortalItem } from "../backup/portal-types.js";
 import { mapWithConcurrency } from "../concurrency.js";
 import { AppError } from "../errors.js";
-import { type ItemJob, isSystemic, note, remapTableFor, writeOnce } from "./context.js";
+import { isSystemicFailure } from "../failures.js";
+import { type ItemJob, note, remapTableFor, writeOnce } from "./context.js";
 import { itemFields, sideFiles } from "./item-fields.js";
 import { remapText, serviceNameOf } from "./references.js";
 import { findServiceItem } from "./target.js";
@@ -111,7 +113,7 @@ export async function restoreService(job: ItemJob): Promise<void> {
 
 async function createService(job: ItemJob): Promise<void> {
   const { ctx, plan, row } = job;
-  row.folderId = await ctx.folders.ensure(plan.owner, plan.folder);
+  row.folderId = await ctx.folders.ensure(ctx.portal, plan.owner, plan.folder);
   const owner = encodeURIComponent(plan.owner);
   if (row.serviceName) {
     // A previous attempt chose this name and may have created the service already.
@@ -135,7 +137,7 @@ async function createService(job: ItemJob): Promise<void> {
   row.serviceName = name;
   row.status = "creating";
   await job.save();
-  const root = await readJson<Record<string, unknown>>(job, "service/service.json");
+  const root = await readJson<Record<string, unknown>>(job, VERSION_FILES.service);
   const createParameters: Record<string, unknown> = { name };
   for (const key of CREATE_KEYS)
     if (root[key] !== undefined && root[key] !== null) createParameters[key] = root[key];
@@ -322,7 +324,7 @@ async function updateServiceItem(job: ItemJob): Promise<void> {
   delete fields.url;
   delete fields.type;
   const params: Record<string, unknown> = { ...fields, ...(await sideFiles(job)) };
-  const data = job.file("data.json");
+  const data = job.file(VERSION_FILES.data);
   if (data) params.text = remapText(await ctx.files.text(data), table).text;
   await ctx.portal.json(
     `content/users/${encodeURIComponent(row.owner as string)}/items/${row.newId}/update`,
@@ -336,7 +338,7 @@ function layerUrlOf(job: ItemJob, layerId: number): string {
 }
 
 async function layerDefinition(job: ItemJob, layerId: number): Promise<LayerJson> {
-  const file = job.file(`service/layers/${layerId}.json`);
+  const file = job.file(layerDefinitionPath(layerId));
   if (!file) return { id: layerId };
   return JSON.parse(await job.ctx.files.text(file)) as LayerJson;
 }
@@ -630,7 +632,7 @@ async function existingAttachments(
       }>(`${layerUrl}/${oid}/attachments`, {}, { method: "GET" });
       for (const info of response.attachmentInfos ?? []) out.add(`${oid}\n${attachmentKey(info)}`);
     } catch (error) {
-      if (isSystemic(error) || !(error instanceof PortalError)) throw error;
+      if (isSystemicFailure(error) || !(error instanceof PortalError)) throw error;
     }
   }
   return out;

@@ -1,8 +1,9 @@
 import type { PortalClient } from "../arcgis/portal-client.js";
-import { isRetryablePortalError, PortalAuthError, PortalError } from "../arcgis/portal-errors.js";
+import { PortalError } from "../arcgis/portal-errors.js";
 import { pages } from "../backup/inventory.js";
 import type { PagedResponse, PortalGroup, PortalItem, UserContentResponse } from "../backup/portal-types.js";
 import { AppError } from "../errors.js";
+import { classifyFailure } from "../failures.js";
 
 /** The signed-in user of the target org: who restored items belong to by default. */
 export interface TargetSelf {
@@ -115,22 +116,22 @@ export function canPublish(user: TargetUser | undefined): boolean {
 }
 
 /**
- * Folders of target owners, found by title (case-insensitive) and created when missing. Two
- * activities creating the same folder at once: the loser reads the winner's folder.
+ * Folders of target owners, found by title (case-insensitive) and created when missing; known
+ * folders are shared by the batches of a process. Two activities creating the same folder at
+ * once: the loser reads the winner's folder. Requests go through the caller's client, so they
+ * count in the traffic of the batch that made them.
  */
 export class FolderResolver {
   private readonly byOwner = new Map<string, Promise<Map<string, string>>>();
 
-  constructor(private readonly portal: PortalClient) {}
-
-  async ensure(owner: string, title: string | null): Promise<string | null> {
+  async ensure(portal: PortalClient, owner: string, title: string | null): Promise<string | null> {
     if (!title) return null;
     const key = title.trim().toLowerCase();
-    const folders = await this.folders(owner);
+    const folders = await this.folders(portal, owner);
     const known = folders.get(key);
     if (known) return known;
     try {
-      const created = await this.portal.json<{ folder?: { id: string; title: string } }>(
+      const created = await portal.json<{ folder?: { id: string; title: string } }>(
         `content/users/${encodeURIComponent(owner)}/createFolder`,
         { title: title.trim() },
       );
@@ -143,7 +144,7 @@ export class FolderResolver {
       // Taken meanwhile (another activity, another user of the org): read the folders again.
     }
     this.byOwner.delete(owner.toLowerCase());
-    const again = await this.folders(owner);
+    const again = await this.folders(portal, owner);
     const found = again.get(key);
     if (!found) {
       throw new AppError(`Folder "${title}" of ${owner} could not be created or found`, {
@@ -154,11 +155,11 @@ export class FolderResolver {
     return found;
   }
 
-  private folders(owner: string): Promise<Map<string, string>> {
+  private folders(portal: PortalClient, owner: string): Promise<Map<string, string>> {
     const key = owner.toLowerCase();
     let pending = this.byOwner.get(key);
     if (!pending) {
-      pending = this.portal
+      pending = portal
         .json<UserContentResponse>(
           `content/users/${encodeURIComponent(owner)}`,
           { start: 1, num: 1 },
@@ -217,9 +218,7 @@ function escapeRegExp(value: string): string {
   return value.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
 }
 
-/** The portal refused this one request (not transient, not our sign-in): the caller may carry on. */
+/** The portal refused this one request (not an outage, not our sign-in): the caller may carry on. */
 function isRefusalOfThisRequest(error: unknown): boolean {
-  return (
-    error instanceof PortalError && !isRetryablePortalError(error) && !(error instanceof PortalAuthError)
-  );
+  return error instanceof PortalError && classifyFailure(error) === "permanent";
 }

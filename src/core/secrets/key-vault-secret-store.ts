@@ -1,6 +1,8 @@
 import type { TokenCredential } from "@azure/identity";
 import { SecretClient, type SecretClientOptions } from "@azure/keyvault-secrets";
+import { KEY_VAULT_RETRY_OPTIONS } from "../azure-retries.js";
 import { AppError, ConfigurationError } from "../errors.js";
+import { classifyFailure } from "../failures.js";
 import {
   assertSecretName,
   SECRET_STORE_ERROR_CODES,
@@ -23,9 +25,6 @@ export interface KeyVaultSecretStoreOptions {
   /** How long `set` waits for a deleted secret of the same name to be recovered. Default 20 s. */
   recoverWaitMs?: number;
 }
-
-/** Bounded SDK retries: 3 retries, 0.5 s growing to at most 4 s between tries. */
-export const KEY_VAULT_RETRY_OPTIONS = { maxRetries: 3, retryDelayInMs: 500, maxRetryDelayInMs: 4_000 };
 
 /** Name read by `check()`: it need not exist; a 404 proves reachability, auth and permissions. */
 const HEALTH_PROBE_NAME = "arcgis-org-backup-health-probe";
@@ -272,6 +271,7 @@ export class KeyVaultSecretStore implements SecretStore {
       SECRET_STORE_ERROR_CODES.failed,
       `${where} failed to ${action} ${what} (status ${status}${code ? `, ${code}` : ""})`,
       summary,
+      classifyFailure(error),
     );
   }
 }

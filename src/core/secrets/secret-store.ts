@@ -1,4 +1,5 @@
 import { AppError, ValidationError } from "../errors.js";
+import type { ClassifiedError, FailureKind } from "../failures.js";
 
 /**
  * Where the app keeps secrets (ArcGIS client secrets and refresh tokens, storage connection
@@ -52,9 +53,14 @@ const STATUS: Record<SecretStoreErrorCode, number> = {
  * secret value. `cause` (non-enumerable) is a sanitized summary, never the SDK's raw error
  * (whose request could carry the value being set).
  */
-export class SecretStoreError extends AppError {
-  constructor(code: SecretStoreErrorCode, message: string, cause?: unknown) {
+export class SecretStoreError extends AppError implements ClassifiedError {
+  /** Unreachable is transient; an answer of the store keeps the kind of that answer (a 503 too). */
+  readonly failureKind: FailureKind;
+
+  constructor(code: SecretStoreErrorCode, message: string, cause?: unknown, failureKind?: FailureKind) {
     super(message, { code, status: STATUS[code], ...(cause === undefined ? {} : { cause }) });
+    this.failureKind =
+      failureKind ?? (code === SECRET_STORE_ERROR_CODES.unreachable ? "transient" : "permanent");
   }
 }
 

@@ -6,6 +6,7 @@ import {
   type StorageRetryOptions,
   StorageSharedKeyCredential,
 } from "@azure/storage-blob";
+import { BLOB_RETRY_OPTIONS } from "../azure-retries.js";
 import { developmentStorageConnectionString } from "../config.js";
 import { ValidationError } from "../errors.js";
 import { GuardedHttpAgent, GuardedHttpsAgent } from "../net/guarded-agents.js";
@@ -34,25 +35,9 @@ export interface OpenBlobContainerOptions {
   credential?: TokenCredential;
   /** Allows http:// endpoints on loopback (Azurite in development and tests). */
   allowInsecureLoopback?: boolean;
-  /** Merged over DEFAULT_BLOB_RETRY_OPTIONS. */
+  /** Merged over BLOB_RETRY_OPTIONS. */
   retryOptions?: StorageRetryOptions;
 }
-
-/**
- * Retries for backup and restore traffic: 4 tries, 1 s growing to 16 s between them;
- * tryTimeoutInMs 2 min.
- *
- * Measured with @azure/storage-blob 12.32: its retry policy (StorageRetryPolicyV2) only sends
- * tryTimeoutInMs to the service as the `timeout` query parameter (whole seconds) — it does not
- * cut off a try on the client side. A host that accepts connections and never answers is
- * therefore bounded only by an `abortSignal` on the call: callers pass one (checkStorage does).
- */
-export const DEFAULT_BLOB_RETRY_OPTIONS: Readonly<StorageRetryOptions> = {
-  maxTries: 4,
-  tryTimeoutInMs: 120_000,
-  retryDelayInMs: 1_000,
-  maxRetryDelayInMs: 16_000,
-};
 
 const CONTAINER_NAME = /^[a-z0-9](?:[a-z0-9-]*[a-z0-9])?$/;
 
@@ -233,7 +218,7 @@ function pipelineOptions(endpoint: string, options: OpenBlobContainerOptions): S
   // `agent` is core-rest-pipeline's PipelineOptions.agent, which the storage client passes on
   // to its pipeline (an agent policy) although its own options type does not list it.
   const pipeline: StoragePipelineOptions & { agent: GuardedHttpAgent | GuardedHttpsAgent } = {
-    retryOptions: { ...DEFAULT_BLOB_RETRY_OPTIONS, ...options.retryOptions },
+    retryOptions: { ...BLOB_RETRY_OPTIONS, ...options.retryOptions },
     agent: BLOB_AGENTS[protocol],
   };
   return pipeline;

@@ -1,5 +1,6 @@
 import { TableClient } from "@azure/data-tables";
 import type { TokenCredential } from "@azure/identity";
+import { TABLE_RETRY_OPTIONS } from "../azure-retries.js";
 import type { AppStorageConfig } from "../config.js";
 import { ConfigurationError } from "../errors.js";
 
@@ -14,7 +15,7 @@ export async function openAppTable(
   tableName: string,
   credential: () => TokenCredential,
 ): Promise<TableClient> {
-  const options = { retryOptions: { maxRetries: 4, retryDelayInMs: 200, maxRetryDelayInMs: 5_000 } };
+  const options = { retryOptions: TABLE_RETRY_OPTIONS };
   let client: TableClient;
   if (storage.connectionString) {
     client = TableClient.fromConnectionString(storage.connectionString, tableName, {

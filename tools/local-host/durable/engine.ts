@@ -1,4 +1,5 @@
 import { randomUUID } from "node:crypto";
+import { type Clock, systemClock } from "../../../src/core/clock.js";
 import type { CapturedFunction } from "../core-api.js";
 import type { Invoker } from "../invoke.js";
 import {
@@ -59,7 +60,6 @@ const ActionType = {
 /** Replay schema V4, the newest `durable-functions` 3.x understands. */
 const UPPER_SCHEMA_VERSION = 3;
 const OUT_OF_PROC_LABEL = "\n\n$OutOfProcData$:";
-const MAX_TIMEOUT_MS = 2_147_000_000;
 
 interface SdkAction {
   actionType: number;
@@ -152,7 +152,8 @@ interface Instance {
   flushQueued: boolean;
   episodeQueued: boolean;
   inEpisode: boolean;
-  timers: Set<NodeJS.Timeout>;
+  /** Aborted when this generation of the instance ends: cancels its durable timers. */
+  timers: AbortController;
   finished: boolean;
 }
 
@@ -170,6 +171,11 @@ export interface EngineOptions {
   invoker: Invoker;
   maxConcurrentActivities: number;
   log: (line: string) => void;
+  /**
+   * Orchestration time: currentUtcDateTime and when durable timers fire (the system clock by
+   * default). The host's own time-outs (waitForInstance, close) stay on the real clock.
+   */
+  clock?: Clock;
 }
 
 const parseJson = (text: string | undefined): unknown => {
@@ -236,6 +242,7 @@ export class DurableEngine {
   private readonly invoker: Invoker;
   private readonly log: (line: string) => void;
   private readonly maxActivities: number;
+  private readonly clock: Clock;
   private readonly active = new Map<string, Instance>();
   private readonly loading = new Map<string, Promise<Instance | undefined>>();
   private readonly queue: WorkItem[] = [];
@@ -253,6 +260,7 @@ export class DurableEngine {
     this.invoker = options.invoker;
     this.log = options.log;
     this.maxActivities = Math.max(1, options.maxConcurrentActivities);
+    this.clock = options.clock ?? systemClock;
   }
 
   // ---- lifecycle ------------------------------------------------------------------------------
@@ -272,7 +280,7 @@ export class DurableEngine {
 
   async close(): Promise<void> {
     this.closed = true;
-    for (const inst of this.active.values()) for (const t of inst.timers) clearTimeout(t);
+    for (const inst of this.active.values()) inst.timers.abort();
     await Promise.allSettled([...this.active.values()].map((i) => i.chain));
     // Activities still running are abandoned (their results are dropped; they run again after a
     // restart), but give quick ones a moment so that close() leaves little behind.
@@ -343,7 +351,7 @@ export class DurableEngine {
       flushQueued: false,
       episodeQueued: false,
       inEpisode: false,
-      timers: new Set(),
+      timers: new AbortController(),
       finished: false,
     };
     for (const event of history) {
@@ -501,7 +509,7 @@ export class DurableEngine {
     inst.unflushed = [];
     const consumedFrom = meta.inboxConsumed + 1;
     meta.inboxConsumed = inst.inboxSeq;
-    const now = new Date();
+    const now = new Date(this.clock.now());
     const newEvents: HistoryEvent[] = [newEvent(EventType.OrchestratorStarted), ...batch];
     for (const e of newEvents) e.IsPlayed = false;
     newEvents[0]!.Timestamp = now;
@@ -747,8 +755,8 @@ export class DurableEngine {
     const { meta } = inst;
     const oldGeneration = meta.generation;
     void finalEvents;
-    for (const t of inst.timers) clearTimeout(t);
-    inst.timers.clear();
+    inst.timers.abort();
+    inst.timers = new AbortController();
     meta.generation++;
     meta.executionId = randomUUID().replace(/-/g, "");
     meta.rowCount = 0;
@@ -795,33 +803,30 @@ export class DurableEngine {
         this.pump();
         break;
       }
-      case EventType.TimerCreated: {
-        const fireAt = new Date(event.FireAt as string);
-        const generation = meta.generation;
-        const arm = () => {
-          const delay = fireAt.getTime() - Date.now();
-          const timer = setTimeout(
-            () => {
-              inst.timers.delete(timer);
-              if (fireAt.getTime() > Date.now()) arm();
-              else
-                this.deliver(
-                  meta.instanceId,
-                  newEvent(EventType.TimerFired, { TimerId: event.EventId, FireAt: event.FireAt }),
-                  generation,
-                );
-            },
-            Math.max(0, Math.min(delay, MAX_TIMEOUT_MS)),
-          );
-          inst.timers.add(timer);
-        };
-        arm();
+      case EventType.TimerCreated:
+        void this.fireTimer(inst, event);
         break;
-      }
       case EventType.SubOrchestrationInstanceCreated:
         void this.track(this.startSubOrchestration(inst, event));
         break;
     }
+  }
+
+  /** Delivers TimerFired once the clock reaches the timer's FireAt, unless its generation ended first. */
+  private async fireTimer(inst: Instance, event: HistoryEvent): Promise<void> {
+    const fireAt = new Date(event.FireAt as string).getTime();
+    const { instanceId, generation } = inst.meta;
+    const cancelled = inst.timers.signal;
+    // Awaits at least once: a timer already due fires after the episode that set it is done.
+    do {
+      await this.clock.sleep(fireAt - this.clock.now(), cancelled);
+    } while (!cancelled.aborted && this.clock.now() < fireAt);
+    if (cancelled.aborted) return;
+    this.deliver(
+      instanceId,
+      newEvent(EventType.TimerFired, { TimerId: event.EventId, FireAt: event.FireAt }),
+      generation,
+    );
   }
 
   private async startSubOrchestration(parent: Instance, event: HistoryEvent): Promise<void> {
@@ -909,8 +914,7 @@ export class DurableEngine {
 
   private finish(inst: Instance): void {
     inst.finished = true;
-    for (const t of inst.timers) clearTimeout(t);
-    inst.timers.clear();
+    inst.timers.abort();
     this.active.delete(inst.meta.instanceId);
     this.notifyParent(inst.meta);
     const waiters = this.waiters.get(inst.meta.instanceId);

@@ -1,4 +1,5 @@
 import type { TableClient } from "@azure/data-tables";
+import { type Clock, systemClock } from "../../clock.js";
 import type { RequestPacer, ResponseObservation } from "../portal-client.js";
 import { parseRetryAfter, RETRY_AFTER_CEILING_MS } from "../retry-delay.js";
 import {
@@ -68,8 +69,11 @@ export interface OrgGovernorOptions {
   pauseCheckMs?: number;
   /** A request with no response after this long stops counting as in flight. Default 60 s. */
   inflightTimeoutMs?: number;
-  /** Epoch milliseconds (shared across instances, so wall clock). */
-  now?: () => number;
+  /**
+   * Time for its decisions and its waits. Instances share times through the table, so they share
+   * a clock: the system clock (default), or in tests one ManualClock.
+   */
+  clock?: Clock;
 }
 
 export interface CreateOrgGovernorOptions extends Omit<OrgGovernorOptions, "store"> {
@@ -128,7 +132,7 @@ export class OrgRateGovernor implements RequestPacer {
   private readonly coolOffMs: number;
   private readonly pauseCheckMs: number;
   private readonly inflightTimeoutMs: number;
-  private readonly now: () => number;
+  private readonly clock: Clock;
 
   private shared: OrgState = emptyOrgState();
   private sharedAt = Number.NEGATIVE_INFINITY;
@@ -147,7 +151,8 @@ export class OrgRateGovernor implements RequestPacer {
   private pendingObservation: Observation | undefined;
   private readonly queue: Waiter[] = [];
   private pumping = false;
-  private readonly wakers = new Set<() => void>();
+  /** One per sleep in progress: aborting it ends the sleep early (something changed). */
+  private readonly wakers = new Set<AbortController>();
   private readonly inflight = new Map<string, Flight[]>();
   private aimd: AimdState;
   private readonly costs = new CostEstimator();
@@ -177,7 +182,7 @@ export class OrgRateGovernor implements RequestPacer {
     this.coolOffMs = options.coolOffMs ?? 60_000;
     this.pauseCheckMs = options.pauseCheckMs ?? 2 * this.policy.leaseMs;
     this.inflightTimeoutMs = options.inflightTimeoutMs ?? 60_000;
-    this.now = options.now ?? Date.now;
+    this.clock = options.clock ?? systemClock;
   }
 
   /** Changes our share of the org budget (e.g. the identity was edited). */
@@ -604,20 +609,23 @@ export class OrgRateGovernor implements RequestPacer {
     return Math.max(this.pausedUntil, this.shared.pausedUntil);
   }
 
-  private sleep(ms: number): Promise<void> {
-    return new Promise((resolve) => {
-      const done = () => {
-        clearTimeout(timer);
-        this.wakers.delete(done);
-        resolve();
-      };
-      const timer = setTimeout(done, Math.max(1, Math.min(Math.ceil(ms), 2 ** 31 - 1)));
-      this.wakers.add(done);
-    });
+  private now(): number {
+    return this.clock.now();
+  }
+
+  /** Waits `ms` (at least 1, so that no loop spins), or until wake(). */
+  private async sleep(ms: number): Promise<void> {
+    const waker = new AbortController();
+    this.wakers.add(waker);
+    try {
+      await this.clock.sleep(Math.max(1, Math.ceil(ms)), waker.signal);
+    } finally {
+      this.wakers.delete(waker);
+    }
   }
 
   private wake(): void {
-    for (const done of [...this.wakers]) done();
+    for (const waker of [...this.wakers]) waker.abort();
   }
 }
 

@@ -1,6 +1,6 @@
 /** Observations shared between the test app and the tests in the same process. */
 export interface TestAppState {
-  timerCalls: { name: string; timer: unknown; at: number }[];
+  timerCalls: { name: string; timer: unknown }[];
   attempts: Map<string, number>;
   inFlight: number;
   maxInFlight: number;

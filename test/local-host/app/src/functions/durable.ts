@@ -299,7 +299,7 @@ app.http("clientOps", {
         return { jsonBody: client.createHttpManagementPayload(id) };
       case "wait":
         return client.waitForCompletionOrCreateCheckStatusResponse(request, id, {
-          timeoutInMilliseconds: 5000,
+          timeoutInMilliseconds: 20_000,
           retryIntervalInMilliseconds: 100,
         });
       default:

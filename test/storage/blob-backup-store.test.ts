@@ -1,0 +1,107 @@
+import { randomBytes } from "node:crypto";
+import { text } from "node:stream/consumers";
+import { BlobServiceClient, type ContainerClient } from "@azure/storage-blob";
+import { afterAll, beforeAll, describe, expect, inject, test } from "vitest";
+import { z } from "zod";
+import { BlobBackupStore } from "../../src/core/storage/blob-backup-store.js";
+import { StoredDocumentError } from "../../src/core/stored-document.js";
+
+// The Blob adapter of the BackupStore port, against the storage emulator: every name stays in
+// the identity's folder, and JSON comes back only through a schema.
+
+const IDENTITY = "00000000-0000-4000-8000-0000000000d5";
+let container: ContainerClient;
+let store: BlobBackupStore;
+
+beforeAll(async () => {
+  container = BlobServiceClient.fromConnectionString(inject("azurite").connectionString).getContainerClient(
+    `store-${randomBytes(4).toString("hex")}`,
+  );
+  await container.create();
+  store = new BlobBackupStore(container, IDENTITY);
+});
+
+afterAll(async () => {
+  await container?.delete().catch(() => undefined);
+});
+
+const point = z.object({ x: z.number(), label: z.string() });
+
+describe("BlobBackupStore", () => {
+  test("JSON goes in under the identity's folder with its hash, and comes back validated", async () => {
+    const stored = await store.uploadJson("docs/point.json", { x: 1, label: "a" });
+    expect(stored.blob).toBe("docs/point.json");
+    const properties = await container.getBlobClient(`${IDENTITY}/docs/point.json`).getProperties();
+    expect(properties.contentType).toBe("application/json");
+    expect(properties.metadata?.sha256).toBe(stored.sha256);
+    expect(await store.readJson("docs/point.json", point)).toEqual({ x: 1, label: "a" });
+    expect(await store.readJson("docs/none.json", point)).toBeUndefined();
+  });
+
+  test("a document that does not match its schema names the blob and the field, never the value", async () => {
+    await store.uploadJson("docs/wrong.json", { x: "secret-ish", label: "a" });
+    const error = await store.readJson("docs/wrong.json", point).catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(StoredDocumentError);
+    expect(error).toMatchObject({
+      code: "ERR_STORED_DOCUMENT_INVALID",
+      status: 422,
+      message: "docs/wrong.json: x: expected a number, got a string",
+    });
+    expect((error as Error).message).not.toContain("secret-ish");
+
+    await store.uploadBuffer("docs/broken.json", Buffer.from('{"x": 1,'), "application/json");
+    await expect(store.readJson("docs/broken.json", point)).rejects.toThrow(
+      /^docs\/broken\.json: not valid JSON/,
+    );
+  });
+
+  test("NDJSON lines are validated one by one; a bad line names its number", async () => {
+    await store.uploadBuffer(
+      "docs/points.ndjson",
+      Buffer.from('{"x":1,"label":"a"}\n\n{"x":2,"label":"b"}\n'),
+      "application/x-ndjson",
+    );
+    expect(await store.readNdjson("docs/points.ndjson", point)).toEqual([
+      { x: 1, label: "a" },
+      { x: 2, label: "b" },
+    ]);
+    await store.uploadBuffer("docs/bad.ndjson", Buffer.from('{"x":1,"label":"a"}\n{"x":2}\n'), "x");
+    await expect(store.readNdjson("docs/bad.ndjson", point)).rejects.toThrow(
+      "docs/bad.ndjson: line 2: label: expected a string, got nothing",
+    );
+    expect(await store.readNdjson("docs/none.ndjson", point)).toBeUndefined();
+  });
+
+  test("streams, sizes, listings, existence and deletes", async () => {
+    await store.uploadBuffer("tree/a.txt", Buffer.from("hello"), "text/plain");
+    await store.uploadBuffer("tree/sub/b.txt", Buffer.from("world!"), "text/plain");
+    await store.uploadBuffer("treetop.txt", Buffer.from("-"), "text/plain");
+
+    expect(await text(await store.openRead("tree/a.txt"))).toBe("hello");
+    const opened = await store.openIfExists("tree/sub/b.txt");
+    expect(opened?.size).toBe(6);
+    expect(await text(opened!.body)).toBe("world!");
+    expect(await store.openIfExists("tree/none.txt")).toBeUndefined();
+    await expect(store.openRead("tree/none.txt")).rejects.toMatchObject({ statusCode: 404 });
+
+    expect(await store.sizeOf("tree/a.txt")).toBe(5);
+    expect(await store.sizeOf("tree/none.txt")).toBeUndefined();
+
+    const names: string[] = [];
+    for await (const name of store.list("tree/")) names.push(name);
+    expect(names).toEqual(["tree/a.txt", "tree/sub/b.txt"]);
+
+    expect(await store.exists("tree/a.txt")).toBe(true);
+    await store.delete("tree/a.txt");
+    expect(await store.exists("tree/a.txt")).toBe(false);
+    await store.delete("tree/a.txt");
+  });
+
+  test("another identity's store sees none of it", async () => {
+    const other = new BlobBackupStore(container, "00000000-0000-4000-8000-0000000000d6");
+    expect(await other.readJson("docs/point.json", point)).toBeUndefined();
+    const names: string[] = [];
+    for await (const name of other.list("")) names.push(name);
+    expect(names).toEqual([]);
+  });
+});
