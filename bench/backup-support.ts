@@ -179,7 +179,14 @@ export async function naiveItemsPerSecond(
   const started = performance.now();
   for (const record of records) {
     await exportItem(
-      { portal, store, cacheDirectory: path.join(workDir, "naive"), cacheSpace: space, log: silentLogger },
+      {
+        runId: "b-naive",
+        portal,
+        store,
+        cacheDirectory: path.join(workDir, "naive"),
+        cacheSpace: space,
+        log: silentLogger,
+      },
       record,
     );
   }

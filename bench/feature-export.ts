@@ -406,6 +406,7 @@ async function exportChild(config: ChildConfig): Promise<ExportReport> {
   });
   const result = await exportItem(
     {
+      runId: "b-feature-export",
       portal,
       store,
       cacheDirectory: config.cacheDirectory,

@@ -20,6 +20,14 @@ export const BLOB_RETRY_OPTIONS: Readonly<StorageRetryOptions> = {
   maxRetryDelayInMs: 16_000,
 };
 
+/**
+ * Blob downloads: a body cut short is read on from the byte it reached, at once, up to 3 times
+ * (the SDK's `maxRetryRequests`; each re-read is a request with the retries above). What the SDK
+ * reads whole (a listing, an error answer) is not read again: cut short, it reaches the caller as
+ * `transient`, for the layer above (a paused batch, an activity retry).
+ */
+export const BLOB_BODY_REREADS = 3;
+
 /** The app's own tables (identities, runs, org governors): 5 tries, 200 ms growing to 5 s apart. */
 export const TABLE_RETRY_OPTIONS = { maxRetries: 4, retryDelayInMs: 200, maxRetryDelayInMs: 5_000 } as const;
 

@@ -70,6 +70,13 @@ const AZURE_THROTTLING_CODES = new Set(["ServerBusy", "TooManyRequests"]);
 /** The messages undici gives the TypeError that wraps a network failure (its cause says which). */
 const UNDICI_NETWORK_MESSAGES = new Set(["fetch failed", "terminated"]);
 
+/**
+ * @azure/storage-blob's words (it gives the error no code) for a download still cut short after
+ * all its re-reads: the connection failed, not the request. A download our own signal stopped
+ * never ends this way: it ends as an AbortError (src/core/storage/resumable-downloads.ts).
+ */
+const BLOB_BODY_CUT_MESSAGE = /^Data corruption failure: received less data than required/;
+
 const KINDS = new Set<unknown>(["transient", "throttled", "auth", "permanent"]);
 
 /** What a failure means (see the module comment). Anything unrecognised is permanent: a bug is not retried. */
@@ -85,10 +92,12 @@ export function classifyFailure(error: unknown): FailureKind {
     cause?: unknown;
   };
   if (typeof statusCode === "number") return kindOfAzureAnswer(statusCode, azureErrorCode(error));
-  // A deliberate stop (a cancelled run) is not retried; a timeout that fired is.
+  // A deliberate stop (a cancelled run, a download our signal stopped) is not retried; a timeout
+  // that fired is. The app's Blob clients never report a cut body as an abort (resumable-downloads.ts).
   if (name === "AbortError") return "permanent";
   if (name === "TimeoutError") return "transient";
   if (typeof code === "string" && TRANSIENT_CODES.has(code)) return "transient";
+  if (typeof message === "string" && BLOB_BODY_CUT_MESSAGE.test(message)) return "transient";
   // undici's fetch wraps what went wrong (a reset, a refused connection, a bad certificate).
   if (error instanceof TypeError && UNDICI_NETWORK_MESSAGES.has(String(message))) {
     return cause === undefined ? "transient" : classifyFailure(cause);

@@ -113,6 +113,7 @@ describe("names from the portal never leave the item version", () => {
     const store = new BlobBackupStore(container, IDENTITY);
     const result = await exportItem(
       {
+        runId: "b-hostile-names",
         portal: new PortalClient({ sharingUrl: `${baseUrl}/sharing/rest`, baseDelayMs: 1, maxDelayMs: 5 }),
         store,
         cacheDirectory,

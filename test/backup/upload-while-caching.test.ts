@@ -270,6 +270,7 @@ describe("exporting a large file item", () => {
     try {
       const result = await exportItem(
         {
+          runId: "b-upload-while-caching",
           portal: portalFor(sim),
           store,
           cacheDirectory: cache.dir,

@@ -109,6 +109,17 @@ function probesFor(endpoint: Endpoint): Probe[] {
 /** What names the resource of a path parameter in a "not found" message. */
 const PARAM_NAMES: Record<string, string> = { id: "identity", runId: "run", restoreId: "restore" };
 
+/** Every field of a retention policy, so that each is probed. */
+const VALID_RETENTION = {
+  keepLast: 10,
+  keepDaily: 7,
+  keepWeekly: 4,
+  keepMonthly: 24,
+  keepYearly: 3,
+  keepWithinDays: 30,
+  keepDeletedDays: 365,
+};
+
 /** A valid body of each endpoint that takes one; the probes spoil one thing at a time. */
 const BODIES: Record<string, () => Record<string, unknown>> = {
   "POST identities": () => ({
@@ -119,11 +130,13 @@ const BODIES: Record<string, () => Record<string, unknown>> = {
     storage: { type: "azure-blob", container: "bad-input", connectionString: app.storageConnectionString },
     schedule: { cron: "0 0 2 * * *", enabled: true },
     maxOrgBudgetShare: 0.5,
+    retention: VALID_RETENTION,
   }),
   "PATCH identities/{id}": () => ({
     name: "Renamed",
     schedule: { cron: "0 0 3 * * *", enabled: false },
     maxOrgBudgetShare: 0.25,
+    retention: VALID_RETENTION,
   }),
   "POST storage/check": () => ({
     type: "azure-blob",

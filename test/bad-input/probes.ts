@@ -125,9 +125,25 @@ export function bodyProbes(base: Json): Probe[] {
   return probes;
 }
 
-/** The cache folder and the portal URL of an identity (POST or PATCH). */
+/** Retention rules out of range, and a policy that would keep no run (as JSON text: 1e400 is one). */
+const BAD_RETENTION: Array<[string, string, string]> = [
+  ["a negative count", '{"keepDaily":-1}', "retention.keepDaily"],
+  ["a fractional count", '{"keepWeekly":1.5}', "retention.keepWeekly"],
+  ["a count over its maximum", '{"keepYearly":1000}', "retention.keepYearly"],
+  ["a count that JSON makes Infinity", '{"keepLast":1e400}', "retention.keepLast"],
+  ["negative days", '{"keepDaily":7,"keepDeletedDays":-1}', "retention.keepDeletedDays"],
+  ["rules that keep no run", '{"keepLast":0,"keepWithinDays":0}', "retention"],
+  ["no rule at all", "{}", "retention"],
+];
+
+/** The cache folder, the portal URL and the retention policy of an identity (POST or PATCH). */
 export function identityProbes(base: Json): Probe[] {
-  const probes: Probe[] = [];
+  const { retention: _retention, ...rest } = base;
+  const probes: Probe[] = BAD_RETENTION.map(([what, retention, field]) => ({
+    label: `retention with ${what}`,
+    body: JSON.stringify(rest).replace(/}$/, `,"retention":${retention}}`),
+    field,
+  }));
   for (const cacheDirectory of ["../../etc", "/etc", "/proc/nope", "..", "cache/../../..", "/"]) {
     probes.push({
       label: `cacheDirectory ${cacheDirectory}`,

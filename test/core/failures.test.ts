@@ -1,8 +1,15 @@
 import { readFile } from "node:fs/promises";
-import { createServer, get as httpGet, type Server } from "node:http";
+import {
+  createServer,
+  get as httpGet,
+  type IncomingMessage,
+  type Server,
+  type ServerResponse,
+} from "node:http";
 import type { AddressInfo } from "node:net";
 import path from "node:path";
-import { PassThrough } from "node:stream";
+import { PassThrough, type Readable } from "node:stream";
+import { text } from "node:stream/consumers";
 import { pipeline } from "node:stream/promises";
 import { RestError } from "@azure/core-rest-pipeline";
 import { TableClient } from "@azure/data-tables";
@@ -22,6 +29,9 @@ import {
   isSystemicFailure,
   kindOfStatus,
 } from "../../src/core/failures.js";
+import { BlobBackupStore } from "../../src/core/storage/blob-backup-store.js";
+import { openBlobContainer } from "../../src/core/storage/blob-container.js";
+import { DEV_ACCOUNT_KEY, DEV_ACCOUNT_NAME } from "../../tools/azurite.js";
 import type { FaultRule } from "../portal-sim/faults.js";
 import { ERR, errorBody } from "../portal-sim/http.js";
 import { type PortalSim, startPortalSim } from "../portal-sim/index.js";
@@ -42,6 +52,7 @@ beforeAll(async () => {
   azureLike = createServer((req, res) => {
     const [, status, code] = /\/(\d{3})-([A-Za-z]+)/.exec(req.url ?? "") ?? [];
     if (req.url?.includes("hang-up")) return req.socket.destroy();
+    if (req.url?.includes("cut-blob") || req.url?.includes("stalled-blob")) return blobBody(req, res);
     if (req.url?.includes("cut-body")) {
       res.writeHead(200, { "content-length": "1000" });
       res.write("partial");
@@ -70,6 +81,22 @@ afterAll(async () => {
   await sim?.close();
   await new Promise((resolve) => azureLike?.close(resolve));
 });
+
+/**
+ * A blob of 1,000 bytes (or the range asked for), answered with half of it: then the connection
+ * is cut (`cut-blob`, every time, re-reads too) or stalls (`stalled-blob`).
+ */
+function blobBody(req: IncomingMessage, res: ServerResponse): void {
+  const [, from = "0", to = "999"] = /bytes=(\d+)-(\d*)/.exec(String(req.headers["x-ms-range"] ?? "")) ?? [];
+  const length = Number(to || 999) - Number(from) + 1;
+  res.writeHead(req.headers["x-ms-range"] ? 206 : 200, {
+    "content-length": String(length),
+    "content-range": `bytes ${from}-${Number(to || 999)}/1000`,
+    etag: '"0x8DC0000000000001"',
+  });
+  res.write(Buffer.alloc(Math.floor(length / 2), 1));
+  if (req.url?.includes("cut-blob")) setTimeout(() => res.socket?.destroy(), 20);
+}
 
 async function listen(server: Server): Promise<string> {
   await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
@@ -102,6 +129,26 @@ function blobAt(pathName: string) {
     retryOptions: { maxTries: 1 },
   });
   return container.getBlobClient(pathName);
+}
+
+/** The app's own Blob client for a container of the Azure-like server (without the SDK's retries). */
+function appContainer(container = "box") {
+  const connectionString = `AccountName=${DEV_ACCOUNT_NAME};AccountKey=${DEV_ACCOUNT_KEY};BlobEndpoint=${azureUrl}/blob`;
+  return openBlobContainer(
+    { type: "azure-blob", container, connectionString },
+    { allowInsecureLoopback: true, retryOptions: { maxTries: 1 } },
+  );
+}
+
+/** A download through the app's client that our own abort signal stops mid-body. */
+async function stoppedDownload(): Promise<unknown> {
+  const stop = new AbortController();
+  const response = await appContainer().getBlobClient("stalled-blob").download(0, undefined, {
+    abortSignal: stop.signal,
+    maxRetryRequests: 3,
+  });
+  stop.abort();
+  return failureOf(() => text(response.readableStreamBody as Readable));
 }
 
 /** A portal client for the simulator's admin that does not retry: the first failure is thrown. */
@@ -231,6 +278,18 @@ const cases: Array<[string, () => unknown, FailureKind]> = [
       ),
     "permanent",
   ],
+  // Blob bodies cut short, through the app's own client and store (which read a cut download on).
+  [
+    "Blob: a download still cut short after its re-reads",
+    () => failureOf(async () => text(await new BlobBackupStore(appContainer(), "id").openRead("cut-blob"))),
+    "transient",
+  ],
+  [
+    "Blob: a listing cut short",
+    () => failureOf(() => new BlobBackupStore(appContainer("cut-body"), "id").list("").next()),
+    "transient",
+  ],
+  ["Blob: a download our abort signal stopped mid-body", () => stoppedDownload(), "permanent"],
   ["RestError 429", () => new RestError("Too many requests", { statusCode: 429 }), "throttled"],
   [
     "RestError REQUEST_SEND_ERROR",

@@ -120,19 +120,8 @@ const CONTAINER_DELETED =
   "Blob: container deleted before the run → the run fails ERR_STORAGE_CONTAINER_NOT_FOUND";
 const STORAGE_REFUSED = "Blob: every request refused 403 → the run fails ERR_STORAGE_AUTH";
 
-/** Scenarios today's code does not survive, with the cause (see the README's "Fault suite"). */
-const KNOWN_FAILURES: Record<string, string> = {
-  // A Blob body cut short surfaces from @azure/storage-blob as an AbortError ("The operation was
-  // aborted.", no code or status) that the SDK does not resume; finalize catches every error of
-  // the manifest write and fails the run ERR_MANIFEST instead of letting the activity retry
-  // (src/core/backup/backup-runner.ts, finalize).
-  [CUT_READS.name]: "the run fails ERR_MANIFEST on the first cut read of a batch result",
-  // The run's error code is the raw service code: errorOf (backup-runner.ts) copies the SDK's
-  // `code` ("ContainerNotFound", "AuthorizationFailure") instead of classifying it with
-  // toStorageError (src/core/storage/storage-errors.ts); the message is the SDK's, RequestId and all.
-  [CONTAINER_DELETED]: "the run fails with code ContainerNotFound",
-  [STORAGE_REFUSED]: "the run fails with code AuthorizationFailure",
-};
+/** Scenarios today's code does not survive, with the cause (see the README's "Fault suite"): none. */
+const KNOWN_FAILURES: Record<string, string> = {};
 
 let app: AppHarness;
 let blob: { proxy: FaultProxy; connectionString: string };

@@ -71,14 +71,8 @@ const SCENARIOS: FaultScenario[] = [
   CUT_READS,
 ];
 
-/** Scenarios today's code does not survive, with the cause (see the README's "Fault suite"). */
-const KNOWN_FAILURES: Record<string, string> = {
-  // A Blob body cut short surfaces from @azure/storage-blob as an AbortError ("The operation was
-  // aborted.", no code or status) that the SDK does not resume. The plan skips the item for good
-  // (ERR_BACKUP_UNREADABLE, src/core/restore/plan.ts) and isSystemic (src/core/restore/context.ts)
-  // does not see it as worth retrying, so the item fails ERR_RESTORE: every cut read loses an item.
-  [CUT_READS.name]: "items fail ERR_RESTORE / ERR_BACKUP_UNREADABLE, one per cut read",
-};
+/** Scenarios today's code does not survive, with the cause (see the README's "Fault suite"): none. */
+const KNOWN_FAILURES: Record<string, string> = {};
 
 let app: AppHarness;
 let blob: { proxy: FaultProxy; connectionString: string };

@@ -92,6 +92,25 @@ describe("feature data versions", () => {
     );
   });
 
+  test("a version this run completed in an earlier attempt counts as exported, by a later run unchanged", async () => {
+    const service = services[4] as SimItem;
+    const b = await backup();
+    const portal = portalFor(sim);
+    const exporter = createFeatureDataExporter(portal);
+    const first = await runExport(b, portal, exporter, service, "b-retried-batch");
+    expect(first.status).toBe("exported");
+    sim.stats.reset();
+    // The batch runs again (its first attempt paused or crashed before its results were written).
+    expect(await runExport(b, portal, exporter, service, "b-retried-batch")).toEqual(first);
+    expect(sim.stats.count("services/FeatureServer/:layer/query")).toBe(0);
+    const later = await runExport(b, portal, exporter, service);
+    expect({ status: later.status, version: later.version, bytes: later.bytes }).toEqual({
+      status: "unchanged",
+      version: first.version,
+      bytes: 0,
+    });
+  });
+
   test("sparse object ids, capped id lists and short pages: narrow windows still get every row once", async () => {
     const big = services[0] as SimItem;
     const def = serviceDef(sim, big);

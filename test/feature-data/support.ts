@@ -78,14 +78,17 @@ export function recordOf(item: SimItem): InventoryRecord {
   };
 }
 
+/** Exports one item, by default as a run of its own (a version an earlier call completed is `unchanged`). */
 export async function runExport(
   backup: Backup,
   portal: PortalClient,
   serviceData: ServiceDataExporter,
   item: SimItem,
+  runId = `b-feature-data-${randomBytes(4).toString("hex")}`,
 ): Promise<ItemResult> {
   return exportItem(
     {
+      runId,
       portal,
       store: backup.store,
       cacheDirectory: backup.cacheDirectory,

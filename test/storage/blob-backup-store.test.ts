@@ -1,10 +1,14 @@
 import { randomBytes } from "node:crypto";
+import { createServer } from "node:http";
+import type { AddressInfo } from "node:net";
 import { text } from "node:stream/consumers";
 import { BlobServiceClient, type ContainerClient } from "@azure/storage-blob";
 import { afterAll, beforeAll, describe, expect, inject, test } from "vitest";
 import { z } from "zod";
 import { BlobBackupStore } from "../../src/core/storage/blob-backup-store.js";
+import { openBlobContainer } from "../../src/core/storage/blob-container.js";
 import { StoredDocumentError } from "../../src/core/stored-document.js";
+import { DEV_ACCOUNT_KEY, DEV_ACCOUNT_NAME } from "../../tools/azurite.js";
 
 // The Blob adapter of the BackupStore port, against the storage emulator: every name stays in
 // the identity's folder, and JSON comes back only through a schema.
@@ -103,5 +107,58 @@ describe("BlobBackupStore", () => {
     const names: string[] = [];
     for await (const name of other.list("")) names.push(name);
     expect(names).toEqual([]);
+  });
+
+  test("a failure of a request to the store reads as ERR_STORAGE_*, in the app's own words", async () => {
+    const name = `store-gone-${randomBytes(4).toString("hex")}`;
+    const gone = new BlobBackupStore(
+      BlobServiceClient.fromConnectionString(inject("azurite").connectionString).getContainerClient(name),
+      IDENTITY,
+    );
+    const error = await gone.uploadJson("docs/point.json", { x: 1, label: "a" }).catch((e: unknown) => e);
+    expect(error).toMatchObject({ code: "ContainerNotFound", message: expect.stringMatching(/RequestId/) });
+    expect(gone.storageErrorOf(error)).toMatchObject({
+      code: "ERR_STORAGE_CONTAINER_NOT_FOUND",
+      message: `Container "${name}" does not exist in storage account "${DEV_ACCOUNT_NAME}"`,
+    });
+    // Not this store's: another container's failure, or no request at all.
+    expect(store.storageErrorOf(error)).toBeUndefined();
+    expect(gone.storageErrorOf(new Error("boom"))).toBeUndefined();
+  });
+});
+
+describe("BlobBackupStore reads cut short", () => {
+  test("a body cut short is read on from the byte it reached: one more request, the document whole", async () => {
+    const document = Buffer.from(JSON.stringify({ x: 7, label: "l".repeat(4_000) }));
+    const ranges: string[] = [];
+    const server = createServer((req, res) => {
+      const range = String(req.headers["x-ms-range"] ?? "");
+      ranges.push(range);
+      const part = document.subarray(Number(/bytes=(\d+)-/.exec(range)?.[1] ?? 0));
+      res.writeHead(range ? 206 : 200, {
+        "content-length": String(part.length),
+        etag: '"0x8DC0000000000001"',
+      });
+      // The first answer stops at half: the connection is cut.
+      if (ranges.length === 1) res.write(part.subarray(0, part.length / 2), () => res.socket?.destroy());
+      else res.end(part);
+    });
+    await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+    try {
+      const endpoint = `http://127.0.0.1:${(server.address() as AddressInfo).port}/${DEV_ACCOUNT_NAME}`;
+      const connectionString = `AccountName=${DEV_ACCOUNT_NAME};AccountKey=${DEV_ACCOUNT_KEY};BlobEndpoint=${endpoint}`;
+      const cut = new BlobBackupStore(
+        openBlobContainer(
+          { type: "azure-blob", container: "cut", connectionString },
+          { allowInsecureLoopback: true },
+        ),
+        IDENTITY,
+      );
+      expect(await cut.readJson("docs/point.json", point)).toEqual({ x: 7, label: "l".repeat(4_000) });
+      expect(ranges).toEqual(["", `bytes=${document.length / 2}-${document.length - 1}`]);
+    } finally {
+      server.closeAllConnections();
+      await new Promise((resolve) => server.close(resolve));
+    }
   });
 });

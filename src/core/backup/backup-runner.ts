@@ -1,13 +1,12 @@
 import type { GovernorStats, OrgRateGovernor, TrackedPacer } from "../arcgis/governor/index.js";
 import type { PortalClient, PortalClientStats } from "../arcgis/portal-client.js";
 import { mapWithConcurrency } from "../concurrency.js";
-import { errorMessage } from "../errors.js";
+import { AppError, errorMessage } from "../errors.js";
 import { isRetryableFailure } from "../failures.js";
 import type { StoredIdentity } from "../identities/identity.js";
 import type { IdentityService } from "../identities/identity-service.js";
 import type { Logger } from "../log.js";
 import { DEFAULT_OUTAGE_SETTINGS, type OutagePause, type OutageSettings, outagePause } from "../outage.js";
-import { StoredDocumentError } from "../stored-document.js";
 import type { BatchInput, FailBatchInput, FinalizeInput, RecordFailureInput } from "./activity-inputs.js";
 import type { BackupStore } from "./backup-store.js";
 import { assertCacheWritable, type CacheSpace, cacheSpaceFor } from "./cache.js";
@@ -32,7 +31,7 @@ import {
   takeInventory,
 } from "./inventory.js";
 import { batchResultName, identityBlobName, manifestName } from "./layout.js";
-import { type ManifestHeader, readManifest, writeManifest } from "./manifest.js";
+import { readManifest, writeManifest } from "./manifest.js";
 import { type BatchCounts, type BatchOutcome, emptyBatchCounts } from "./progress.js";
 import { failRun, logRunCompleted } from "./run-end.js";
 import { RunStopSignals } from "./run-stop.js";
@@ -109,8 +108,9 @@ export class BackupRunner {
     identityId: string;
     filter?: BackupFilter;
   }): Promise<InventoryOutcome> {
+    let session: IdentitySession | undefined;
     try {
-      const session = await this.session(input.identityId);
+      session = await this.session(input.identityId);
       await assertCacheWritable(session.identity.cacheDirectory);
       const log = this.deps.log.child({ runId: input.runId, identityId: input.identityId });
       const previous = await this.previousCaptures(session, input.runId, log);
@@ -128,7 +128,7 @@ export class BackupRunner {
       return { ok: true, ...summary, chunkSize: INVENTORY_CHUNK_SIZE, batchSize: BATCH_SIZE };
     } catch (error) {
       if (isRetryableFailure(error)) throw error;
-      return { ok: false, error: errorOf(error, "ERR_INVENTORY") };
+      return { ok: false, error: runErrorOf(error, "ERR_INVENTORY", session?.store) };
     }
   }
 
@@ -189,6 +189,7 @@ export class BackupRunner {
       const { portal, pacer } = this.workPortal(session, stop.signal);
       const serviceData = this.deps.serviceDataFor?.(portal, log);
       const context: StoppableExport = {
+        runId: input.runId,
         portal,
         store: session.store,
         cacheDirectory: session.identity.cacheDirectory,
@@ -209,7 +210,7 @@ export class BackupRunner {
       return { ...countResults(results, portal.stats, pacer?.stats()), stopped: stop.signal.aborted };
     } catch (error) {
       // Opening the session, reading the chunk or writing the results met the outage: the batch
-      // runs again later (what it exported without recording it then counts as unchanged).
+      // runs again later (what it exported without recording it is found by its completion marker).
       if (!isRetryableFailure(error) || stop.signal.aborted) throw error;
       const log = this.deps.log.child({ runId: input.runId, identityId: input.identityId });
       return { ...emptyBatchCounts(), stopped: false, paused: this.pause(input, error, log) };
@@ -299,7 +300,9 @@ export class BackupRunner {
   /**
    * Writes the manifest (last), closes the run record and releases the identity's lock. When the
    * identity's storage cannot be opened (an identity deleted, a setting that broke), the run ends
-   * `failed` without a manifest, recorded through the runs table alone.
+   * `failed` without a manifest, recorded through the runs table alone. An outage past the
+   * storage's retries is thrown, for the activity's retries (the run keeps its lock meanwhile);
+   * only a permanent failure ends the run `failed` here.
    */
   async finalize(input: FinalizeInput): Promise<RunRecord> {
     let target: RunTarget;
@@ -307,7 +310,7 @@ export class BackupRunner {
       target = await this.openTarget(input.identityId);
     } catch (error) {
       if (isRetryableFailure(error)) throw error;
-      return this.recordFailure({ ...input, error: input.error ?? errorOf(error, "ERR_FINALIZE") });
+      return this.recordFailure({ ...input, error: input.error ?? runErrorOf(error, "ERR_FINALIZE") });
     }
     let run = await this.deps.runs.update(input.identityId, input.runId, (next) => {
       next.endedAt = new Date().toISOString();
@@ -317,44 +320,39 @@ export class BackupRunner {
     const status: RunStatus =
       input.outcome === "failed" ? "failed" : run.cancelRequestedAt ? "cancelled" : "completed";
     try {
-      const header = await this.writeRunManifest(target, { ...run, status });
-      run = await this.deps.runs.update(input.identityId, input.runId, (next) => {
-        next.status = header.status;
-        next.itemsTotal = Math.max(next.itemsTotal, header.totals.items);
-        next.itemsExported = header.totals.exported;
-        next.itemsUnchanged = header.totals.unchanged;
-        next.itemsFailed = header.totals.failed;
-        next.bytes = header.totals.bytes;
-        next.manifest = identityBlobName(input.identityId, manifestName(input.runId));
-      });
+      run = await this.recordManifest(target, { ...run, status });
     } catch (error) {
+      if (isRetryableFailure(error)) throw error;
       run = await this.deps.runs.update(input.identityId, input.runId, (next) => {
         next.status = "failed";
         // A results blob that does not match its schema names itself (ERR_STORED_DOCUMENT_INVALID).
-        const code = error instanceof StoredDocumentError ? error.code : "ERR_MANIFEST";
-        next.error ??= { code, message: errorMessage(error) };
+        next.error ??= runErrorOf(error, "ERR_MANIFEST", target.store);
       });
-    } finally {
-      await this.deps.runs.releaseLock(input.identityId, input.runId);
     }
+    await this.deps.runs.releaseLock(input.identityId, input.runId);
     logRunCompleted(this.deps.log, run, target.identity.name);
     return run;
   }
 
-  /** The manifest; a completed run with failed items ends (and says in its manifest) `completed-with-failures`. */
-  private async writeRunManifest(target: RunTarget, run: RunRecord): Promise<ManifestHeader> {
-    const write = (status: RunStatus) =>
-      writeManifest({
-        store: target.store,
-        run: { ...run, status },
-        identityName: target.identity.name,
-        sharingUrl: target.identity.sharingUrl,
-        cacheDirectory: target.identity.cacheDirectory,
-        cacheSpace: target.cacheSpace,
-      });
-    const header = await write(run.status);
-    if (header.status === "completed" && header.totals.failed > 0) return write("completed-with-failures");
-    return header;
+  /** Writes the run's manifest and copies its status and totals into the run record. */
+  private async recordManifest(target: RunTarget, run: RunRecord): Promise<RunRecord> {
+    const header = await writeManifest({
+      store: target.store,
+      run,
+      identityName: target.identity.name,
+      sharingUrl: target.identity.sharingUrl,
+      cacheDirectory: target.identity.cacheDirectory,
+      cacheSpace: target.cacheSpace,
+    });
+    return this.deps.runs.update(run.identityId, run.runId, (next) => {
+      next.status = header.status;
+      next.itemsTotal = Math.max(next.itemsTotal, header.totals.items);
+      next.itemsExported = header.totals.exported;
+      next.itemsUnchanged = header.totals.unchanged;
+      next.itemsFailed = header.totals.failed;
+      next.bytes = header.totals.bytes;
+      next.manifest = identityBlobName(run.identityId, manifestName(run.runId));
+    });
   }
 
   /**
@@ -459,8 +457,15 @@ async function exportUnlessStopped(
   }
 }
 
-function errorOf(error: unknown, fallbackCode: string): RunError {
-  return { code: (error as { code?: string }).code ?? fallbackCode, message: errorMessage(error) };
+/**
+ * The run's error: an app error as it is, a failure of the backup storage in the app's words
+ * (ERR_STORAGE_*: never the service's text), anything else under `fallbackCode`.
+ */
+function runErrorOf(error: unknown, fallbackCode: string, store?: BackupStore): RunError {
+  const known = error instanceof AppError ? error : store?.storageErrorOf(error);
+  return known
+    ? { code: known.code, message: known.message }
+    : { code: fallbackCode, message: errorMessage(error) };
 }
 
 function countResults(results: ItemResult[], portal?: PortalClientStats, paced?: GovernorStats): BatchCounts {

@@ -8,8 +8,9 @@ import { parseInput } from "../validation.js";
 import type { BackupRunInput } from "./activity-inputs.js";
 import { newRunId, RUN_ID_PATTERN } from "./layout.js";
 import { liveProgress, type RunProgress } from "./progress.js";
+import { evaluateRetention, type RetentionVerdict } from "./retention.js";
 import { failRun } from "./run-end.js";
-import { backupFilterSchema, newRunRecord, type RunRecord, type RunStore } from "./runs.js";
+import { backupFilterSchema, newRunRecord, RUN_LIST_LIMIT, type RunRecord, type RunStore } from "./runs.js";
 
 export const BACKUP_ORCHESTRATOR = "backupOrchestrator";
 
@@ -22,6 +23,9 @@ const startSchema = z.strictObject({
 
 /** A run as the status endpoint shows it: while it runs, with live progress. */
 export type RunView = RunRecord & { progress?: RunProgress & { cancelRequested: boolean } };
+
+/** A run as the identity's list shows it: with what its retention policy does with it. */
+export type RunListEntry = RunRecord & { retention: RetentionVerdict };
 
 /** Start, list, follow and cancel backups, and start the scheduled ones that are due. */
 export class BackupService {
@@ -72,15 +76,28 @@ export class BackupService {
     return run;
   }
 
-  /** The identity's runs, newest first; a run whose orchestration has ended is shown ended. */
-  async list(identityId: string, orchestrations: OrchestrationClient): Promise<RunRecord[]> {
+  /**
+   * The identity's newest runs, newest first; a run whose orchestration has ended is shown ended.
+   * Each says whether the identity's retention policy keeps it and why. With a policy every run is
+   * read, shown or not: a rule whose count is not used up keeps the oldest run.
+   */
+  async list(identityId: string, orchestrations: OrchestrationClient): Promise<RunListEntry[]> {
     const identity = await this.deps.identities.get(identityId);
-    const runs = await this.deps.runs.list(identity.id);
-    return Promise.all(
-      runs.map(async (run) =>
-        run.status === "running" ? (await this.settle(run, orchestrations)).run : run,
-      ),
+    const runs = await this.deps.runs.list(
+      identity.id,
+      identity.retention ? Number.POSITIVE_INFINITY : RUN_LIST_LIMIT,
     );
+    const shown = await Promise.all(
+      runs
+        .slice(0, RUN_LIST_LIMIT)
+        .map(async (run) => (run.status === "running" ? (await this.settle(run, orchestrations)).run : run)),
+    );
+    const verdicts = evaluateRetention(
+      [...shown, ...runs.slice(RUN_LIST_LIMIT)],
+      identity.retention,
+      new Date(),
+    );
+    return shown.map((run, index) => ({ ...run, retention: verdicts[index] as RetentionVerdict }));
   }
 
   /** The run, with live progress from the orchestration while it runs. */

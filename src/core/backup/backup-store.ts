@@ -1,5 +1,6 @@
 import type { Readable } from "node:stream";
 import type { z } from "zod";
+import type { AppError } from "../errors.js";
 import type { CachedFile, CachingFile } from "./cache.js";
 
 /** A file as stored: where, how big, its SHA-256 (also in the blob's metadata) and its type. */
@@ -49,4 +50,11 @@ export interface BackupStore {
   list(prefix: string): AsyncIterable<string>;
   /** Deletes a blob; one already gone is no error. */
   delete(relative: string): Promise<void>;
+
+  /**
+   * A failure of a request to this store as a run reports it: a stable code and a message of the
+   * app's own (ERR_STORAGE_*; the service's text carries request ids and times, a URL may carry a
+   * SAS); undefined for an error that did not come from the store.
+   */
+  storageErrorOf(error: unknown): AppError | undefined;
 }

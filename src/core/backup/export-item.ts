@@ -63,6 +63,8 @@ export const versionMarkerSchema = z.object({
   schemaVersion: schemaVersion(1),
   itemId: z.string(),
   version: z.string(),
+  /** The run that wrote it (absent from markers written before runs were recorded in them). */
+  runId: z.string().optional(),
   capturedAt: z.string(),
   files: z.array(exportedFileSchema),
   notes: z.array(z.string()),
@@ -135,6 +137,8 @@ export interface ServiceDataExporter {
 }
 
 export interface ItemExportContext {
+  /** The run exporting: a version it completed itself (an earlier attempt of a batch) counts as exported. */
+  runId: string;
   portal: PortalClient;
   store: BackupStore;
   cacheDirectory: string;
@@ -206,9 +210,10 @@ export function hasSeparateDataVersion(item: {
 }
 
 /**
- * Exports one item into `items/<id>/<version>/`, or reports it unchanged when that version is
- * already complete. A failure is returned (with its reason), never thrown, unless it is
- * worth retrying the whole batch (the org is throttled, the portal is down) or the run stopped.
+ * Exports one item into `items/<id>/<version>/`, or reports it unchanged when an earlier run
+ * completed that version (exported when this run did, in an earlier attempt). A failure is
+ * returned (with its reason), never thrown, unless it is worth retrying the whole batch (the org
+ * is throttled, the portal is down) or the run stopped.
  */
 export async function exportItem(ctx: ItemExportContext, record: InventoryRecord): Promise<ItemResult> {
   const base = resultFor(record);
@@ -221,16 +226,7 @@ export async function exportItem(ctx: ItemExportContext, record: InventoryRecord
     const version = itemVersion(record.modified, dataEditedAt);
     const prefix = itemVersionPrefix(record.id, version);
     const existing = await ctx.store.readJson(completionMarkerName(record.id, version), versionMarkerSchema);
-    if (existing) {
-      return {
-        ...base,
-        status: "unchanged",
-        version,
-        files: existing.files,
-        notes: existing.notes,
-        ...(existing.counts ? { counts: existing.counts } : {}),
-      };
-    }
+    if (existing) return resultOfMarker(base, existing, ctx.runId);
     // The listing's item JSON is the item JSON; fetch it only for records made without one.
     const item =
       record.item ?? (await ctx.portal.json<PortalItem>(`content/items/${record.id}`, {}, { method: "GET" }));
@@ -281,23 +277,16 @@ export async function exportItem(ctx: ItemExportContext, record: InventoryRecord
       schemaVersion: 1,
       itemId: item.id,
       version,
+      runId: ctx.runId,
       capturedAt: new Date().toISOString(),
       files: dedupe(writer.files),
       notes,
       ...(counts ? { counts } : {}),
     };
     await ctx.store.uploadJson(completionMarkerName(item.id, version), marker);
-    const bytes = marker.files.reduce((sum, f) => sum + f.size, 0);
-    log.info("Item exported", { version, files: marker.files.length, bytes });
-    return {
-      ...base,
-      status: "exported",
-      version,
-      files: marker.files,
-      bytes,
-      notes,
-      ...(counts ? { counts } : {}),
-    };
+    const result = resultOfMarker(base, marker, ctx.runId);
+    log.info("Item exported", { version, files: marker.files.length, bytes: result.bytes });
+    return result;
   } catch (error) {
     // Not the item's fault (an outage, our sign-in refused): the batch deals with it.
     if (isSystemicFailure(error) || ctx.signal?.aborted) throw error;
@@ -307,6 +296,23 @@ export async function exportItem(ctx: ItemExportContext, record: InventoryRecord
     log.event("BackupItemFailed", { code, reason: errorMessage(error) }, "warn");
     return { ...base, error: { code, message: errorMessage(error) } };
   }
+}
+
+/**
+ * What a completed version says of its item: `exported` by this run (with its bytes), or
+ * `unchanged` since an earlier run.
+ */
+function resultOfMarker(base: ItemResult, marker: VersionMarker, runId: string): ItemResult {
+  const exported = marker.runId === runId;
+  return {
+    ...base,
+    status: exported ? "exported" : "unchanged",
+    version: marker.version,
+    files: marker.files,
+    bytes: exported ? marker.files.reduce((sum, f) => sum + f.size, 0) : 0,
+    notes: marker.notes,
+    ...(marker.counts ? { counts: marker.counts } : {}),
+  };
 }
 
 function versionWriter(ctx: ItemExportContext, prefix: string): VersionWriter & { files: ExportedFile[] } {

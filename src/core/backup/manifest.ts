@@ -73,7 +73,8 @@ async function* runResults(store: BackupStore, runId: string): AsyncGenerator<It
 /**
  * Writes `runs/<runId>/manifest.json` last: totals and failures from a first pass over the
  * batch results, then the items streamed through the cache folder, so a run of 100,000 items
- * never holds its manifest in memory.
+ * never holds its manifest in memory. A completed run with failed items ends (and says in its
+ * manifest) `completed-with-failures`.
  */
 export async function writeManifest(options: {
   store: BackupStore;
@@ -110,7 +111,7 @@ export async function writeManifest(options: {
     identityName: options.identityName,
     name: run.name,
     trigger: run.trigger,
-    status: run.status,
+    status: run.status === "completed" && failures.length > 0 ? "completed-with-failures" : run.status,
     startedAt: run.startedAt,
     endedAt: run.endedAt ?? new Date().toISOString(),
     portal: {

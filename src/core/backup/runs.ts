@@ -89,6 +89,9 @@ interface RunEntity {
 
 const LOCK_ROW = "~lock-backup";
 
+/** How many runs a list shows, newest first. */
+export const RUN_LIST_LIMIT = 100;
+
 /** Run records (one row per run, partitioned by identity) and the one-backup-at-a-time lock. */
 export class RunStore {
   constructor(private readonly table: TableClient) {}
@@ -116,7 +119,7 @@ export class RunStore {
   }
 
   /** Newest first (run ids sort that way). */
-  async list(identityId: string, limit = 100): Promise<RunRecord[]> {
+  async list(identityId: string, limit = RUN_LIST_LIMIT): Promise<RunRecord[]> {
     const runs: RunRecord[] = [];
     const rows = this.table.listEntities<RunEntity>({
       queryOptions: { filter: `PartitionKey eq '${quoteOData(identityId)}' and RowKey lt '~'` },

@@ -83,6 +83,7 @@ export class IdentityService {
       createdAt: now,
       updatedAt: now,
       ...(input.schedule ? { schedule: input.schedule } : {}),
+      ...(input.retention ? { retention: input.retention } : {}),
     };
     const identity = await this.validated(draft, {
       checkCache: true,
@@ -112,6 +113,8 @@ export class IdentityService {
     if (patch.maxOrgBudgetShare !== undefined) next.maxOrgBudgetShare = patch.maxOrgBudgetShare;
     if (patch.schedule === null) delete next.schedule;
     else if (patch.schedule !== undefined) next.schedule = patch.schedule;
+    if (patch.retention === null) delete next.retention;
+    else if (patch.retention !== undefined) next.retention = patch.retention;
 
     const newValues: SecretValues = {};
     const keep = new Set<SecretField>(SECRET_FIELDS.filter((field) => current.secretNames[field]));

@@ -1,5 +1,6 @@
 import { z } from "zod";
 import type { PortalKind } from "../arcgis/portal-url.js";
+import { type RetentionPolicy, retentionPolicySchema } from "../backup/retention-policy.js";
 import { storageInputSchema, storagePatchSchema } from "../storage/storage-input.js";
 
 /** Secret values an identity may hold; each lives in the secret store, never in the table. */
@@ -32,6 +33,8 @@ const commonFields = {
   schedule: scheduleSchema.optional(),
   /** Share of the org's request-unit budget a backup may use. */
   maxOrgBudgetShare: z.number().gt(0).lte(1).optional(),
+  /** Which runs to keep; absent: every run. */
+  retention: retentionPolicySchema.optional(),
 };
 
 export const identityInputSchema = z.strictObject({
@@ -49,6 +52,8 @@ export const identityPatchSchema = z.strictObject({
   cacheDirectory: commonFields.cacheDirectory,
   schedule: scheduleSchema.nullable().optional(),
   maxOrgBudgetShare: commonFields.maxOrgBudgetShare,
+  /** A PATCH replaces the whole policy; null removes it. */
+  retention: retentionPolicySchema.nullable().optional(),
   auth: z
     .discriminatedUnion("type", [
       builtinAuth.partial({ password: true }),
@@ -100,6 +105,7 @@ export interface Identity {
   cacheDirectory: string;
   schedule?: { cron: string; enabled: boolean };
   maxOrgBudgetShare: number;
+  retention?: RetentionPolicy;
   secretNames: Partial<Record<SecretField, string>>;
   createdAt: string;
   updatedAt: string;

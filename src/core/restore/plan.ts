@@ -4,6 +4,7 @@ import type { Manifest, ManifestItem } from "../backup/manifest.js";
 import { type PortalItem, portalItemSchema } from "../backup/portal-types.js";
 import { mapWithConcurrency } from "../concurrency.js";
 import { AppError, errorMessage } from "../errors.js";
+import { isSystemicFailure } from "../failures.js";
 import type { BackupFiles } from "./backup-files.js";
 import { levelsOf } from "./graph.js";
 import type { PlanItem, PlanKind, PlanReferences, RestoreMode, RestorePlan } from "./model.js";
@@ -81,7 +82,10 @@ export function fileOf(item: ManifestItem, path: string): ExportedFile | undefin
   return item.files.find((f) => f.path === path);
 }
 
-/** Reads what the plan needs of an item (checked against the manifest) and classifies it. */
+/**
+ * Reads what the plan needs of an item (checked against the manifest) and classifies it. An item
+ * whose files cannot be used is skipped with the reason; an outage is thrown.
+ */
 export async function readItemContent(files: BackupFiles, manifestItem: ManifestItem): Promise<ItemContent> {
   const content: ItemContent = { manifestItem, related: [], texts: [], kind: "item", notes: [] };
   if (manifestItem.status === "failed" || !manifestItem.versionPath) {
@@ -131,6 +135,9 @@ export async function readItemContent(files: BackupFiles, manifestItem: Manifest
       };
     }
   } catch (error) {
+    // Not the item's fault (storage unreachable, a read cut short past its re-reads): the plan
+    // step runs again (the activity's retries) rather than skip the item for good.
+    if (isSystemicFailure(error)) throw error;
     if (error instanceof AppError) content.skip = { code: error.code, message: error.message };
     else content.skip = { code: "ERR_BACKUP_UNREADABLE", message: errorMessage(error) };
   }

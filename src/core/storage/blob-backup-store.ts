@@ -1,13 +1,16 @@
 import { createHash, randomUUID } from "node:crypto";
 import { type FileHandle, open } from "node:fs/promises";
 import type { Readable } from "node:stream";
-import type { ContainerClient } from "@azure/storage-blob";
+import { text } from "node:stream/consumers";
+import type { BlobDownloadResponseParsed, ContainerClient } from "@azure/storage-blob";
 import type { z } from "zod";
+import { BLOB_BODY_REREADS } from "../azure-retries.js";
 import type { BackupStore, OpenedBlob, StoredFile } from "../backup/backup-store.js";
 import { ByteBudget, type CachedFile, type CachingFile } from "../backup/cache.js";
 import { identityBlobName } from "../backup/layout.js";
 import { mapWithConcurrency } from "../concurrency.js";
 import { parseStoredJson, parseStoredLines } from "../stored-document.js";
+import { type StorageError, toStorageError } from "./storage-errors.js";
 
 const UPLOAD_BLOCK = 8 * 1024 * 1024;
 const UPLOAD_CONCURRENCY = 4;
@@ -143,29 +146,29 @@ export class BlobBackupStore implements BackupStore {
   }
 
   private async readText(relative: string): Promise<string | undefined> {
-    try {
-      return (await this.container.getBlobClient(this.blobName(relative)).downloadToBuffer()).toString(
-        "utf8",
-      );
-    } catch (error) {
-      if (isNotFound(error)) return undefined;
-      throw error;
-    }
+    const opened = await this.openIfExists(relative);
+    return opened && text(opened.body);
   }
 
   async openRead(relative: string): Promise<Readable> {
-    const response = await this.container.getBlobClient(this.blobName(relative)).download();
-    return response.readableStreamBody as Readable;
+    return (await this.download(relative)).readableStreamBody as Readable;
   }
 
   async openIfExists(relative: string): Promise<OpenedBlob | undefined> {
     try {
-      const response = await this.container.getBlobClient(this.blobName(relative)).download();
+      const response = await this.download(relative);
       return { body: response.readableStreamBody as Readable, size: response.contentLength ?? 0 };
     } catch (error) {
       if (isNotFound(error)) return undefined;
       throw error;
     }
+  }
+
+  /** Every read of a blob: a body cut short is read on from the byte it reached (see azure-retries.ts). */
+  private download(relative: string): Promise<BlobDownloadResponseParsed> {
+    return this.container
+      .getBlobClient(this.blobName(relative))
+      .download(0, undefined, { maxRetryRequests: BLOB_BODY_REREADS });
   }
 
   async sizeOf(relative: string): Promise<number | undefined> {
@@ -188,10 +191,30 @@ export class BlobBackupStore implements BackupStore {
   async delete(relative: string): Promise<void> {
     await this.container.getBlobClient(this.blobName(relative)).deleteIfExists();
   }
+
+  storageErrorOf(error: unknown): StorageError | undefined {
+    const request = (error as { request?: { url?: unknown; method?: unknown } } | null)?.request;
+    if (typeof request?.url !== "string" || !isWithin(request.url, this.container.url)) return undefined;
+    return toStorageError(error, {
+      account: this.container.accountName,
+      container: this.container.containerName,
+      operation: request.method === "GET" || request.method === "HEAD" ? "read" : "write",
+    });
+  }
 }
 
 function isNotFound(error: unknown): boolean {
   return (error as { statusCode?: number } | undefined)?.statusCode === 404;
+}
+
+/** Whether a request URL names the container or a blob in it (query strings, a SAS among them, aside). */
+function isWithin(requestUrl: string, containerUrl: string): boolean {
+  const request = new URL(requestUrl);
+  const container = new URL(containerUrl);
+  return (
+    request.origin === container.origin &&
+    (request.pathname === container.pathname || request.pathname.startsWith(`${container.pathname}/`))
+  );
 }
 
 /** Reads `[start, end)` of a file into `buffer`; the part of it that holds the bytes. */

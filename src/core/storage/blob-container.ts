@@ -2,6 +2,8 @@ import type { TokenCredential } from "@azure/identity";
 import {
   AnonymousCredential,
   ContainerClient,
+  newPipeline,
+  type Pipeline,
   type StoragePipelineOptions,
   type StorageRetryOptions,
   StorageSharedKeyCredential,
@@ -11,6 +13,7 @@ import { developmentStorageConnectionString } from "../config.js";
 import { ValidationError } from "../errors.js";
 import { GuardedHttpAgent, GuardedHttpsAgent } from "../net/guarded-agents.js";
 import { assertSecureUrl, isLoopbackHost } from "../net/host-policy.js";
+import { resumableDownloads } from "./resumable-downloads.js";
 import { STORAGE_ERROR_CODES, StorageError } from "./storage-errors.js";
 
 /** Backup storage of an identity: a container reached with a connection string (a secret). */
@@ -213,22 +216,29 @@ export const BLOB_AGENTS = {
   "https:": new GuardedHttpsAgent({ keepAlive: true }),
 };
 
-function pipelineOptions(endpoint: string, options: OpenBlobContainerOptions): StoragePipelineOptions {
+/** The pipeline of a backup container's clients: bounded retries, guarded agents, resumable downloads. */
+function blobPipeline(
+  endpoint: string,
+  credential: StorageSharedKeyCredential | AnonymousCredential | TokenCredential,
+  options: OpenBlobContainerOptions,
+): Pipeline {
   const protocol = new URL(endpoint).protocol === "http:" ? "http:" : "https:";
   // `agent` is core-rest-pipeline's PipelineOptions.agent, which the storage client passes on
   // to its pipeline (an agent policy) although its own options type does not list it.
-  const pipeline: StoragePipelineOptions & { agent: GuardedHttpAgent | GuardedHttpsAgent } = {
+  const pipelineOptions: StoragePipelineOptions & { agent: GuardedHttpAgent | GuardedHttpsAgent } = {
     retryOptions: { ...BLOB_RETRY_OPTIONS, ...options.retryOptions },
     agent: BLOB_AGENTS[protocol],
   };
+  const pipeline = newPipeline(credential, pipelineOptions);
+  pipeline.factories.push(resumableDownloads);
   return pipeline;
 }
 
 /**
  * A ContainerClient for an identity's backup container, with bounded retries and per-try
- * timeouts. Synchronous and makes no request. Throws ValidationError (container name, insecure
- * URL), StorageError ERR_STORAGE_CONNECTION_STRING, or ERR_STORAGE_NO_CREDENTIAL for an
- * accountUrl target without a credential.
+ * timeouts, whose downloads are read on after a cut. Synchronous and makes no request. Throws
+ * ValidationError (container name, insecure URL), StorageError ERR_STORAGE_CONNECTION_STRING, or
+ * ERR_STORAGE_NO_CREDENTIAL for an accountUrl target without a credential.
  */
 export function openBlobContainer(
   target: BlobStorageTarget,
@@ -238,18 +248,16 @@ export function openBlobContainer(
   const container = encodeURIComponent(target.container);
   if ("connectionString" in target && target.connectionString !== undefined) {
     const parsed = parseBlobConnectionString(target.connectionString, options);
-    const pipeline = pipelineOptions(parsed.blobEndpoint, options);
     if (parsed.accountKey !== undefined) {
+      const credential = new StorageSharedKeyCredential(parsed.account, parsed.accountKey);
       return new ContainerClient(
         `${parsed.blobEndpoint}/${container}`,
-        new StorageSharedKeyCredential(parsed.account, parsed.accountKey),
-        pipeline,
+        blobPipeline(parsed.blobEndpoint, credential, options),
       );
     }
     return new ContainerClient(
       `${parsed.blobEndpoint}/${container}?${parsed.sas}`,
-      new AnonymousCredential(),
-      pipeline,
+      blobPipeline(parsed.blobEndpoint, new AnonymousCredential(), options),
     );
   }
   if (!("accountUrl" in target) || typeof target.accountUrl !== "string") {
@@ -263,5 +271,5 @@ export function openBlobContainer(
     );
   }
   const base = `${url.origin}${url.pathname.replace(/\/+$/, "")}`;
-  return new ContainerClient(`${base}/${container}`, options.credential, pipelineOptions(base, options));
+  return new ContainerClient(`${base}/${container}`, blobPipeline(base, options.credential, options));
 }
