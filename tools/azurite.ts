@@ -28,6 +28,8 @@ export interface AzuriteOptions {
   tablePort?: number;
   /** Folder for data on disk; omitted means in memory. */
   location?: string;
+  /** In memory: the most blob content it may hold, in MB (Azurite's default is half the RAM). */
+  extentMemoryLimitMb?: number;
   startTimeoutMs?: number;
 }
 
@@ -62,6 +64,9 @@ export async function startAzurite(options: AzuriteOptions = {}): Promise<Runnin
   ];
   if (options.location) args.push("--location", options.location);
   else args.push("--inMemoryPersistence");
+  if (!options.location && options.extentMemoryLimitMb !== undefined) {
+    args.push("--extentMemoryLimit", String(options.extentMemoryLimitMb));
+  }
   const child = spawn(process.execPath, args, { stdio: ["ignore", "pipe", "pipe"] });
   const urls = await waitForListening(child, options.startTimeoutMs ?? 20_000);
   const endpoints = {
