@@ -24,15 +24,15 @@ import type { BenchResult, BenchSection } from "./types.js";
 
 /**
  * `npm run bench -- backup-large`: the `large` simulated org (100,000 items, a 1,000,000-feature
- * layer, a 2 GiB file) backed up through the built app on the local host, then
- * backed up again unchanged, with Azurite in memory.
- * Files of at most 100 KB (the large shape's 500 KB would be ~12 GB more, and the emulator must
- * hold it all in memory); the 2 GB file stays. Without attachments: the large shape gives about one per feature on half its layers and on the
- * million-feature layer, ~77 KB each — some 250 GB in all, more than this machine's disk; the
- * 2,010-item `backup` section and the `feature-export` section measure attachments.
+ * layer, a 2 GiB file) backed up through the built app on the local host, then backed up again
+ * unchanged, with Azurite in memory. Two departures from the large shape, for this machine:
+ * - files of at most 100 KB (its 500 KB would be ~12 GB more for the emulator to hold);
+ * - no feature attachments: it gives about one per feature on half its layers and on the
+ *   million-feature layer, ~77 KB each, some 250 GB in all. The 2,010-item `backup` section and
+ *   the `feature-export` section measure attachments.
  * A 2,010-item org is backed up first by the same app, so that the app's CPU per item at 100,000
  * items is compared with a small run measured in the same run: what grows with the org size
- * where it should not shows there. Run by hand: it takes about an hour on 2 cores.
+ * where it should not shows there. Run by hand: it takes most of an hour on 2 cores.
  * `--quick` runs a tenth of the org (10,000 items, a 100,000-feature layer).
  */
 const LATENCY_MS = 20;

@@ -13,6 +13,15 @@ const count = z.number().int().nonnegative();
 const nameOfBlob = z.string().min(1);
 
 /** Everything of the manifest but its items: written first, so totals read without the items. */
+/** An item a run (or a restore) could not handle, and why: the same shape in manifests and reports. */
+export const itemFailureSchema = z.object({
+  itemId: z.string(),
+  title: z.string(),
+  type: z.string(),
+  code: z.string(),
+  message: z.string(),
+});
+
 export const manifestHeaderSchema = z.object({
   schemaVersion: schemaVersion(MANIFEST_SCHEMA_VERSION),
   kind: z.literal("arcgis-org-backup/manifest"),
@@ -35,15 +44,7 @@ export const manifestHeaderSchema = z.object({
   traffic: trafficSchema.nullable(),
   /** Org records of this run, relative to the identity's folder. */
   org: z.object({ portal: nameOfBlob, users: nameOfBlob, groups: nameOfBlob, folders: nameOfBlob }),
-  failures: z.array(
-    z.object({
-      itemId: z.string(),
-      title: z.string(),
-      type: z.string(),
-      code: z.string(),
-      message: z.string(),
-    }),
-  ),
+  failures: z.array(itemFailureSchema),
 });
 export type ManifestHeader = z.infer<typeof manifestHeaderSchema>;
 

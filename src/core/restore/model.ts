@@ -1,5 +1,6 @@
 import { z } from "zod";
 import { newRunId } from "../backup/layout.js";
+import { itemFailureSchema } from "../backup/manifest.js";
 import { schemaVersion } from "../stored-document.js";
 
 /**
@@ -231,15 +232,7 @@ export const restoreReportSchema = z.object({
   /** Old service URL → new service URL. */
   urlMap: z.record(z.string(), z.string()),
   items: z.array(reportItemSchema),
-  failures: z.array(
-    z.object({
-      itemId: z.string(),
-      title: z.string(),
-      type: z.string(),
-      code: z.string(),
-      message: z.string(),
-    }),
-  ),
+  failures: z.array(itemFailureSchema),
   /** References left as they were, per item that holds them. */
   unchangedReferences: z.array(z.object({ itemId: z.string(), reference: z.string(), reason: z.string() })),
   missingGroups: z.array(z.object({ id: z.string(), title: z.string() })),
