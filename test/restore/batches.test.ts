@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, describe, expect, test } from "vitest";
 import type { Manifest } from "../../src/core/backup/manifest.js";
 import { mapWithConcurrency } from "../../src/core/concurrency.js";
-import { newRestoreId } from "../../src/core/restore/model.js";
+import { newRestoreRecord } from "../../src/core/restore/model.js";
 import type { BatchOutcome } from "../../src/core/restore/restore-runner.js";
 import { getRestoreServices } from "../../src/core/restore/restore-services.js";
 import { type PortalSim, startPortalSim } from "../portal-sim/index.js";
@@ -36,20 +36,14 @@ describe("restore batches", () => {
     try {
       const targetIdentity = await identityFor(app, target);
       const { runner, store } = await getRestoreServices();
-      const restoreId = newRestoreId();
-      await store.create({
-        restoreId,
-        kind: "restore",
+      const record = newRestoreRecord({
         identityId: source.id,
         runId: manifest.runId,
         target: { identityId: targetIdentity.id, mode: "new" },
-        status: "running",
-        startedAt: new Date().toISOString(),
         itemsTotal: manifest.items.length,
-        itemsRestored: 0,
-        itemsFailed: 0,
-        itemsSkipped: 0,
       });
+      await store.create(record);
+      const { restoreId } = record;
       const input = { restoreId, identityId: source.id };
       const summary = await runner.plan(input);
       const before = portalRequests(target);

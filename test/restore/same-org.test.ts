@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, describe, expect, test } from "vitest";
 import type { Manifest } from "../../src/core/backup/manifest.js";
 import { silentLogger } from "../../src/core/log.js";
-import { newRestoreId, type RestorePlan } from "../../src/core/restore/model.js";
+import { newRestoreRecord, type RestorePlan } from "../../src/core/restore/model.js";
 import { RestoreRunner } from "../../src/core/restore/restore-runner.js";
 import { RestoreStore } from "../../src/core/restore/restore-store.js";
 import { getServices } from "../../src/core/services.js";
@@ -201,21 +201,15 @@ describe("restores into the original org", () => {
     const shapefile = manifest.items.find((i) => i.type === "Shapefile")!;
     const data = shapefile.files.find((f) => f.kind === "data")!;
     expect(data.size).toBeGreaterThan(1024);
-    const restoreId = newRestoreId();
-    await store.create({
-      restoreId,
-      kind: "restore",
+    const started = newRestoreRecord({
       identityId: source.id,
       runId: manifest.runId,
       target: { identityId: source.id, mode: "new" },
       itemIds: [shapefile.itemId],
-      status: "running",
-      startedAt: new Date().toISOString(),
       itemsTotal: 1,
-      itemsRestored: 0,
-      itemsFailed: 0,
-      itemsSkipped: 0,
     });
+    await store.create(started);
+    const { restoreId } = started;
     const input = { restoreId, identityId: source.id };
     const summary = await runner.plan(input);
     expect(summary.batchesPerLevel).toEqual([1]);

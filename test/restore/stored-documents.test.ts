@@ -12,7 +12,7 @@ import {
 import type { Manifest } from "../../src/core/backup/manifest.js";
 import { newRunRecord, type RunRecord } from "../../src/core/backup/runs.js";
 import { silentLogger } from "../../src/core/log.js";
-import { newRestoreId, type RestorePlan, type RestoreRecord } from "../../src/core/restore/model.js";
+import { newRestoreRecord, type RestorePlan } from "../../src/core/restore/model.js";
 import { RestoreRunner } from "../../src/core/restore/restore-runner.js";
 import { getRestoreServices } from "../../src/core/restore/restore-services.js";
 import { getServices } from "../../src/core/services.js";
@@ -129,21 +129,14 @@ describe("documents that do not match their schema", () => {
         log: silentLogger,
       });
     const csv = manifest.items.find((i) => i.type === "CSV" && i.status !== "failed")!;
-    const restoreId = newRestoreId();
-    const record: RestoreRecord = {
-      restoreId,
-      kind: "restore",
+    const record = newRestoreRecord({
       identityId: identity.id,
       runId: manifest.runId,
       target: { identityId: identity.id, mode: "new" },
       itemIds: [csv.itemId],
-      status: "running",
-      startedAt: new Date().toISOString(),
       itemsTotal: 1,
-      itemsRestored: 0,
-      itemsFailed: 0,
-      itemsSkipped: 0,
-    };
+    });
+    const { restoreId } = record;
     await store.create(record);
     const input = { restoreId, identityId: identity.id };
     await runner().plan(input);

@@ -66,6 +66,22 @@ export const restoreRecordSchema = z.object({
 });
 export type RestoreRecord = z.infer<typeof restoreRecordSchema>;
 
+/** A restore as it starts: running, nothing restored yet. */
+export function newRestoreRecord(
+  fields: Pick<RestoreRecord, "identityId" | "runId" | "target" | "itemsTotal"> & Partial<RestoreRecord>,
+): RestoreRecord {
+  return {
+    restoreId: newRestoreId(),
+    kind: "restore",
+    status: "running",
+    startedAt: new Date().toISOString(),
+    itemsRestored: 0,
+    itemsFailed: 0,
+    itemsSkipped: 0,
+    ...fields,
+  };
+}
+
 export type PlanKind = "item" | "feature-service" | "view";
 export type PlanAction = "create" | "overwrite" | "skip";
 

@@ -9,7 +9,7 @@ import { type OrchestrationClient, type OrchestrationState, readOrchestration } 
 import { parseInput } from "../validation.js";
 import type { RestoreInput } from "./activity-inputs.js";
 import {
-  newRestoreId,
+  newRestoreRecord,
   RESTORE_ID_PATTERN,
   type RestorePlan,
   type RestoreRecord,
@@ -95,21 +95,14 @@ export class RestoreService {
       const plan = await this.deps.runner.planFor({ restoreId: null, ...request }, manifest);
       return { dryRun: true, plan };
     }
-    const restoreId = newRestoreId();
-    const record: RestoreRecord = {
-      restoreId,
-      kind: "restore",
+    const record = newRestoreRecord({
       identityId: identity.id,
       runId: input.runId,
       target: request.target,
       ...(request.itemIds ? { itemIds: request.itemIds } : {}),
-      status: "running",
-      startedAt: new Date().toISOString(),
       itemsTotal: request.itemIds?.length ?? manifest.items.length,
-      itemsRestored: 0,
-      itemsFailed: 0,
-      itemsSkipped: 0,
-    };
+    });
+    const { restoreId } = record;
     await this.deps.store.create(record);
     try {
       const orchestrationInput: RestoreRunInput = { restoreId, identityId: identity.id };
