@@ -48,8 +48,11 @@ export const benchBackup: BenchSection = async ({ quick }): Promise<BenchResult>
   const ratios: BenchResult["ratios"] = [];
   try {
     ratios.push(await measureLargeFile(app, azurite, quick ? 200 * 1024 ** 2 : 2 * 1024 ** 3, metrics));
+    // The high-water mark after each phase: where the peak was reached.
+    metrics.appRssHighWaterAfterLargeFileMb = (await peakRssMb(app.host.child.pid)).toFixed(0);
     for (const latencyMs of LATENCIES_MS) {
       ratios.push(...(await measureFullBackup(app, azurite, workDir, { latencyMs, quick }, metrics)));
+      metrics[`appRssHighWaterAfter${latencyMs}msMb`] = (await peakRssMb(app.host.child.pid)).toFixed(0);
     }
     metrics.appPeakRssMb = (await peakRssMb(app.host.child.pid)).toFixed(0);
     ratios.push({

@@ -12,6 +12,7 @@ const sections: Record<string, () => Promise<BenchSection>> = {
   "feature-export": async () => (await import("./feature-export.js")).benchFeatureExport,
   "local-host": async () => (await import("./local-host.js")).benchLocalHost,
   pacing: async () => (await import("./pacing.js")).benchPacing,
+  retention: async () => (await import("./retention.js")).benchRetention,
 };
 
 /** Sections too long for a plain `npm run bench` (about an hour): they run only when named. */

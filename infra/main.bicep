@@ -62,6 +62,18 @@ param storageSkuName string = 'Standard_LRS'
 @description('Days deleted or overwritten blobs and deleted containers stay recoverable; 0 turns soft delete off.')
 param blobSoftDeleteRetentionDays int = 7
 
+@minValue(0)
+@description('Days after its last modification a backup blob moves from the Hot to the Cool tier (a lifecycle rule on the backup container); 0 keeps backups in Hot. Cool stores for less per GB but charges more per operation and for deletion before 30 days (docs/storage-costs.md).')
+param backupCoolAfterDays int = 30
+
+@minValue(0)
+@maxValue(146000)
+@description('Days each backup blob version stays write-protected (version-level WORM) after it is written; 0 turns immutability off. Turns blob versioning on for the account. The policy is created unlocked: the admin locks it in the portal when satisfied; a locked policy can never be shortened or removed (docs/storage-costs.md).')
+param backupImmutabilityDays int = 0
+
+@description('Set to true once the admin has locked the immutability policy: a locked policy refuses every update, so the deployment stops sending it.')
+param backupImmutabilityLocked bool = false
+
 @allowed([
   512
   2048
@@ -126,6 +138,9 @@ module storage 'app/storage.bicep' = {
       runsTableName
     ]
     blobSoftDeleteRetentionDays: blobSoftDeleteRetentionDays
+    backupCoolAfterDays: backupCoolAfterDays
+    backupImmutabilityDays: backupImmutabilityDays
+    backupImmutabilityLocked: backupImmutabilityLocked
   }
 }
 
@@ -213,6 +228,8 @@ output AZURE_STORAGE_BLOB_ENDPOINT string = storage.outputs.blobEndpoint
 output AZURE_STORAGE_TABLE_ENDPOINT string = storage.outputs.tableEndpoint
 output AZURE_BACKUP_CONTAINER_NAME string = storage.outputs.backupContainerName
 output AZURE_BACKUP_CONTAINER_URL string = storage.outputs.backupContainerUrl
+output AZURE_BACKUP_COOL_AFTER_DAYS int = storage.outputs.backupCoolAfterDays
+output AZURE_BACKUP_IMMUTABILITY_DAYS int = storage.outputs.backupImmutabilityDays
 output AZURE_IDENTITIES_TABLE string = identitiesTableName
 output AZURE_RUNS_TABLE string = runsTableName
 output AZURE_APPLICATION_INSIGHTS_NAME string = monitoring.outputs.applicationInsightsName

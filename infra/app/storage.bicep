@@ -1,5 +1,7 @@
 // The app's own storage account: Functions host and Durable state, the deployment package, the identities and
 // runs tables, and a default backup container. Reached only with Microsoft Entra ID (no shared keys).
+// Backups move to the Cool tier as they age (lifecycle rule); an opt-in version-level WORM policy keeps them
+// from being changed or deleted for a number of days. Costs and trade-offs: docs/storage-costs.md.
 param name string
 param location string = resourceGroup().location
 param tags object = {}
@@ -25,7 +27,73 @@ param tableNames array
 @maxValue(365)
 param blobSoftDeleteRetentionDays int = 7
 
+@minValue(0)
+@description('Days after its last modification a block blob of the backup container moves from Hot to Cool; 0 adds no such rule.')
+param backupCoolAfterDays int = 30
+
+@minValue(0)
+@maxValue(146000)
+@description('Days each blob version of the backup container stays write-protected (version-level WORM) after it is written; 0 turns immutability off. Turns blob versioning on for the account.')
+param backupImmutabilityDays int = 0
+
+@description('Whether an admin has locked the immutability policy (portal: container, Access policy, Lock policy). A locked policy accepts no update, so the deployment then leaves it alone.')
+param backupImmutabilityLocked bool = false
+
 var softDelete = blobSoftDeleteRetentionDays > 0
+var coolTier = backupCoolAfterDays > 0
+var immutable = backupImmutabilityDays > 0
+
+// Lifecycle rules run about once a day. Filters name blobs by '<container>/<blob prefix>'.
+var coolRules = coolTier ? [
+  {
+    name: 'backupsToCool'
+    enabled: true
+    type: 'Lifecycle'
+    definition: {
+      filters: {
+        blobTypes: [
+          'blockBlob'
+        ]
+        prefixMatch: [
+          '${backupContainerName}/'
+        ]
+      }
+      actions: {
+        baseBlob: {
+          tierToCool: {
+            daysAfterModificationGreaterThan: backupCoolAfterDays
+          }
+        }
+      }
+    }
+  }
+] : []
+// With versioning on, deleting or overwriting a blob keeps its old content as a previous version, billed until
+// it is deleted too. This rule deletes previous versions once the immutability period of their content is over
+// (a version dates from the write that created it), in every container of the account: the Functions host,
+// Durable Functions and the deployment package overwrite and delete blobs as well.
+var versionRules = immutable ? [
+  {
+    name: 'expirePreviousVersions'
+    enabled: true
+    type: 'Lifecycle'
+    definition: {
+      filters: {
+        blobTypes: [
+          'blockBlob'
+        ]
+      }
+      actions: {
+        version: {
+          delete: {
+            daysAfterCreationGreaterThan: backupImmutabilityDays
+          }
+        }
+      }
+    }
+  }
+] : []
+var lifecycleRules = concat(coolRules, versionRules)
 
 resource storageAccount 'Microsoft.Storage/storageAccounts@2023-05-01' = {
   name: name
@@ -64,6 +132,9 @@ resource blobService 'Microsoft.Storage/storageAccounts/blobServices@2023-05-01'
       enabled: softDelete
       days: softDelete ? blobSoftDeleteRetentionDays : null
     }
+    // Version-level immutability needs versioning. Never switched off from here (null leaves the setting as
+    // it is): a container that once had version-level immutability keeps it, and it needs versioning.
+    isVersioningEnabled: immutable ? true : null
   }
 }
 
@@ -80,6 +151,32 @@ resource backupContainer 'Microsoft.Storage/storageAccounts/blobServices/contain
   name: backupContainerName
   properties: {
     publicAccess: 'None'
+    // Settable only when the container is created; an existing container must be migrated (docs/storage-costs.md).
+    immutableStorageWithVersioning: immutable ? {
+      enabled: true
+    } : null
+  }
+}
+
+// The container's default time-based retention policy, inherited by every blob version written to it. ARM
+// creates it unlocked (it can still be shortened or deleted); the admin locks it in the portal when satisfied,
+// after which it can only be extended.
+resource backupImmutabilityPolicy 'Microsoft.Storage/storageAccounts/blobServices/containers/immutabilityPolicies@2023-05-01' = if (immutable && !backupImmutabilityLocked) {
+  parent: backupContainer
+  name: 'default'
+  properties: {
+    immutabilityPeriodSinceCreationInDays: backupImmutabilityDays
+    allowProtectedAppendWrites: false
+  }
+}
+
+resource lifecyclePolicy 'Microsoft.Storage/storageAccounts/managementPolicies@2023-05-01' = if (!empty(lifecycleRules)) {
+  parent: storageAccount
+  name: 'default'
+  properties: {
+    policy: {
+      rules: lifecycleRules
+    }
   }
 }
 
@@ -103,3 +200,5 @@ output tableEndpoint string = storageAccount.properties.primaryEndpoints.table
 output deploymentContainerName string = deploymentContainer.name
 output backupContainerName string = backupContainer.name
 output backupContainerUrl string = '${storageAccount.properties.primaryEndpoints.blob}${backupContainer.name}'
+output backupCoolAfterDays int = backupCoolAfterDays
+output backupImmutabilityDays int = backupImmutabilityDays

@@ -5,6 +5,8 @@ import { BackupRunner } from "./backup/backup-runner.js";
 import { BackupService } from "./backup/backup-service.js";
 import type { BackupStore } from "./backup/backup-store.js";
 import { createFeatureDataExporter } from "./backup/feature-export.js";
+import { PruneService } from "./backup/prune-service.js";
+import { PruneStore } from "./backup/prune-store.js";
 import { RunStore } from "./backup/runs.js";
 import { type AppConfig, loadConfig } from "./config.js";
 import { ConfigurationError } from "./errors.js";
@@ -14,6 +16,7 @@ import { OAuthSignIn } from "./identities/oauth-sign-in.js";
 import { openPortalSession } from "./identities/portal-session.js";
 import { TableIdentityStore } from "./identities/table-identity-store.js";
 import { atLevel, consoleLogger, type Logger } from "./log.js";
+import { RestoreStore } from "./restore/restore-store.js";
 import { createSecretStore, defaultCredential } from "./secrets/create-secret-store.js";
 import type { SecretStore } from "./secrets/secret-store.js";
 import { BlobBackupStore } from "./storage/blob-backup-store.js";
@@ -30,6 +33,7 @@ export interface Services {
   oauth: OAuthSignIn;
   runs: RunStore;
   backups: BackupService;
+  prunes: PruneService;
   runner: BackupRunner;
   /**
    * The identity's backup store: its folder of its backup container (reached with the connection
@@ -112,8 +116,29 @@ async function buildServices(): Promise<Services> {
   };
   const openStore = async (identity: StoredIdentity): Promise<BackupStore> =>
     new BlobBackupStore(await openContainer(identity), identity.id);
-  const runs = new RunStore(await openAppTable(config.appStorage, config.runsTable, lazyCredential));
-  const backups = new BackupService({ identities, runs, log });
+  const runsTable = await openAppTable(config.appStorage, config.runsTable, lazyCredential);
+  const runs = new RunStore(runsTable);
+  let prunes: PruneService | undefined;
+  const backups = new BackupService({
+    identities,
+    runs,
+    log,
+    pruneHolds: async (identityId, pruneId, orchestrations) =>
+      (await prunes?.holds(identityId, pruneId, orchestrations)) ?? false,
+  });
+  const restoreRecords = new RestoreStore(runsTable);
+  prunes = new PruneService({
+    identities,
+    runs,
+    prunes: new PruneStore(runsTable),
+    backups,
+    openStore,
+    restoresInUse: async (identityId) =>
+      new Set(
+        (await restoreRecords.list(identityId)).filter((r) => r.status === "running").map((r) => r.runId),
+      ),
+    log,
+  });
   const governorTable = await openAppTable(config.appStorage, GOVERNOR_TABLE, lazyCredential);
   const governorFor = async (identity: StoredIdentity) =>
     sharedOrgGovernor({
@@ -144,6 +169,7 @@ async function buildServices(): Promise<Services> {
     openStore,
     runs,
     backups,
+    prunes,
     runner,
     governorFor,
   };

@@ -22,8 +22,10 @@ import {
   itemsPerSecond,
   type RunProgress,
 } from "../core/backup/progress.js";
+import { PRUNE_ORCHESTRATOR } from "../core/backup/prune-service.js";
 import { errorMessage } from "../core/errors.js";
 import { getServices } from "../core/services.js";
+import { PRUNE_AFTER_BACKUP_ACTIVITY } from "./pruneOrchestrator.js";
 import { parseOrchestrationInput, validatedActivity } from "./shared/activity-input.js";
 import { type OutageClock, retryPolicy, settleBatch, window } from "./shared/orchestration.js";
 
@@ -103,10 +105,38 @@ function* runBackup(context: OrchestrationContext, input: BackupRunInput): Gener
   progress.phase = "manifest";
   context.df.setCustomStatus(progress);
   const { requests, retries, throttled, requestUnits, budgetWaitMs } = progress;
-  return yield finalize({
+  const ended = yield finalize({
     outcome: "completed",
     traffic: { requests, retries, throttled, requestUnits, budgetWaitMs },
   });
+  yield* pruneAfterScheduledBackup(context, input);
+  return ended;
+}
+
+/**
+ * A scheduled backup of an identity with a retention policy is followed by a prune, once the
+ * backup has ended and let go of the lock. A prune that cannot start or fails leaves the backup
+ * as it ended (the prune's own record says why).
+ */
+function* pruneAfterScheduledBackup(
+  context: OrchestrationContext,
+  input: BackupRunInput,
+): Generator<Task, void, unknown> {
+  try {
+    const pruneId = (yield context.df.callActivityWithRetry(PRUNE_AFTER_BACKUP_ACTIVITY, retry(), {
+      runId: input.runId,
+      identityId: input.identityId,
+    })) as string | null;
+    if (pruneId) {
+      yield context.df.callSubOrchestrator(
+        PRUNE_ORCHESTRATOR,
+        { pruneId, identityId: input.identityId },
+        pruneId,
+      );
+    }
+  } catch {
+    // Recorded by the prune, or (not started) retried after the next scheduled backup.
+  }
 }
 
 /**

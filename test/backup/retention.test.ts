@@ -300,3 +300,30 @@ describe("the policy as input", () => {
     }
   });
 });
+
+describe("what a prune left", () => {
+  test("a run trimmed to the deleted items it holds is kept until their time is up, and counts for no rule", () => {
+    const held = (until: string) => ({
+      heldForDeletedItems: { items: 2, until, pruneId: "p-1", trimmedAt: "2026-11-01T00:00:00Z" },
+    });
+    const runs = [
+      run("2026-12-04T02:00:00Z"),
+      run("2026-12-03T02:00:00Z", "completed", held("2027-12-03T03:00:00.000Z")),
+      run("2026-12-02T02:00:00Z", "completed", held("2026-12-04T00:00:00.000Z")),
+      run("2026-12-01T02:00:00Z"),
+    ];
+    expect(verdicts(runs, { keepLast: 2 })).toEqual([
+      ["2026-12-04T02:00:00Z", ["last 1"]],
+      ["2026-12-03T02:00:00Z", ["holds 2 deleted item(s) until 2027-12-03T03:00:00.000Z"]],
+      ["2026-12-02T02:00:00Z", []],
+      ["2026-12-01T02:00:00Z", ["last 2"]],
+    ]);
+  });
+
+  test("a policy of days alone still keeps the newest run, however old it is", () => {
+    const runs = [run("2026-10-01T02:00:00Z"), run("2026-09-01T02:00:00Z")];
+    const within = verdicts(runs, { keepWithinDays: 7 }, new Date("2026-12-04T00:00:00Z"));
+    expect(within[0]).toEqual(["2026-10-01T02:00:00Z", ["within 7 days"]]);
+    expect(within[1]).toEqual(["2026-09-01T02:00:00Z", []]);
+  });
+});

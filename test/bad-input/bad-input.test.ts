@@ -27,7 +27,12 @@ beforeAll(async () => {
   const created = await app.createIdentity();
   expect(created.status).toBe(201);
   // Well-formed ids that exist (the identity) or not (runs): a bad body must be the reason.
-  ids = { id: created.body.id, runId: "b-0000000000000-aaaaaa", restoreId: "r-0000000000000-aaaaaa" };
+  ids = {
+    id: created.body.id,
+    runId: "b-0000000000000-aaaaaa",
+    restoreId: "r-0000000000000-aaaaaa",
+    pruneId: "p-0000000000000-aaaaaa",
+  };
 });
 
 afterAll(async () => {
@@ -107,7 +112,12 @@ function probesFor(endpoint: Endpoint): Probe[] {
 }
 
 /** What names the resource of a path parameter in a "not found" message. */
-const PARAM_NAMES: Record<string, string> = { id: "identity", runId: "run", restoreId: "restore" };
+const PARAM_NAMES: Record<string, string> = {
+  id: "identity",
+  runId: "run",
+  restoreId: "restore",
+  pruneId: "prune",
+};
 
 /** Every field of a retention policy, so that each is probed. */
 const VALID_RETENTION = {
@@ -148,6 +158,7 @@ const BODIES: Record<string, () => Record<string, unknown>> = {
     name: "nightly",
     filter: { types: ["Web Map"], tags: ["parks"] },
   }),
+  "POST identities/{id}/prune": () => ({ dryRun: true }),
   "POST identities/{id}/restores": () => ({
     runId: "b-0000000000000-aaaaaa",
     target: { mode: "new", owner: "jsmith", folder: "Restored" },

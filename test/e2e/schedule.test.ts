@@ -37,4 +37,29 @@ describe("scheduled backups", () => {
     const identity = (await app.call("GET", `/api/identities/${due.body.id}`)).body;
     expect(identity.lastScheduledAt).toBeDefined();
   });
+
+  test("a scheduled backup of an identity with a retention policy is followed by a prune", async () => {
+    const due = await app.createIdentity({
+      extra: { schedule: { cron: "* * * * * *", enabled: true }, retention: { keepLast: 1 } },
+    });
+    const id = due.body.id as string;
+    const backups = async () => (await app.call("GET", `/api/identities/${id}/backups`)).body.runs;
+    const scheduled = async () => {
+      await new Promise((resolve) => setTimeout(resolve, 1_100));
+      await app.host.triggerTimer("scheduledBackups");
+      const [run] = await backups();
+      // The backup's orchestration ends after its prune.
+      await app.host.waitForInstance(run.runId, { timeoutMs: 60_000 });
+      return run.runId as string;
+    };
+    const first = await scheduled();
+    const second = await scheduled();
+    const prunes = (await app.call("GET", `/api/identities/${id}/prunes`)).body.prunes;
+    expect(prunes).toHaveLength(2);
+    expect(prunes[0]).toMatchObject({ trigger: "schedule", status: "completed" });
+    expect(prunes[0].counts).toMatchObject({ runsKept: 1, runsForgotten: 1 });
+    // keepLast 1: the second prune forgot the first run.
+    expect((await backups()).map((run: { runId: string }) => run.runId)).toEqual([second]);
+    expect((await app.call("GET", `/api/backups/${first}`)).status).toBe(404);
+  });
 });

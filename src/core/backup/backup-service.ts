@@ -6,7 +6,7 @@ import { type OrchestrationClient, type OrchestrationState, readOrchestration } 
 import { lastOccurrenceBetween } from "../schedule.js";
 import { parseInput } from "../validation.js";
 import type { BackupRunInput } from "./activity-inputs.js";
-import { newRunId, RUN_ID_PATTERN } from "./layout.js";
+import { newRunId, PRUNE_ID_PATTERN, RUN_ID_PATTERN } from "./layout.js";
 import { liveProgress, type RunProgress } from "./progress.js";
 import { evaluateRetention, type RetentionVerdict } from "./retention.js";
 import { failRun } from "./run-end.js";
@@ -29,7 +29,19 @@ export type RunListEntry = RunRecord & { retention: RetentionVerdict };
 
 /** Start, list, follow and cancel backups, and start the scheduled ones that are due. */
 export class BackupService {
-  constructor(private readonly deps: { identities: IdentityService; runs: RunStore; log: Logger }) {}
+  constructor(
+    private readonly deps: {
+      identities: IdentityService;
+      runs: RunStore;
+      log: Logger;
+      /** Whether a prune holding the identity's lock still runs (see PruneService.holds). */
+      pruneHolds?: (
+        identityId: string,
+        pruneId: string,
+        orchestrations: OrchestrationClient,
+      ) => Promise<boolean>;
+    },
+  ) {}
 
   async start(
     identityId: string,
@@ -42,6 +54,15 @@ export class BackupService {
     const runId = newRunId("b");
     const holder = await this.deps.runs.acquireLock(identity.id, runId);
     if (holder) {
+      if (
+        PRUNE_ID_PATTERN.test(holder) &&
+        (await this.deps.pruneHolds?.(identity.id, holder, orchestrations))
+      ) {
+        throw new ConflictError(
+          `A prune of this identity's backups is running (prune ${holder}); back up once it has ended`,
+          "ERR_PRUNE_RUNNING",
+        );
+      }
       if (await this.isRunning(identity.id, holder, orchestrations)) {
         throw new ConflictError(
           `A backup of this identity is already running (run ${holder})`,
@@ -151,6 +172,12 @@ export class BackupService {
         const run = await this.start(view.id, { name: "scheduled" }, orchestrations, "schedule");
         started.push(run.runId);
       } catch (error) {
+        // A prune holds the lock: the slot stays due, and the next tick starts it.
+        if (error instanceof ConflictError && error.code === "ERR_PRUNE_RUNNING") {
+          await this.deps.identities.record(view.id, (identity) => {
+            identity.lastScheduledAt = view.lastScheduledAt;
+          });
+        }
         this.deps.log.warn("Scheduled backup not started", {
           identityId: view.id,
           reason: (error as Error).message,

@@ -3,6 +3,13 @@ import type { z } from "zod";
 import type { AppError } from "../errors.js";
 import type { CachedFile, CachingFile } from "./cache.js";
 
+export const JSON_TYPE = "application/json";
+
+/** A JSON document as the store writes it (indented, so a person can read the blob). */
+export function jsonBytes(value: unknown): Buffer {
+  return Buffer.from(JSON.stringify(value, null, 2));
+}
+
 /** A file as stored: where, how big, its SHA-256 (also in the blob's metadata) and its type. */
 export interface StoredFile {
   /** Relative to the identity's folder. */
@@ -11,6 +18,8 @@ export interface StoredFile {
   sha256: string;
   contentType: string;
 }
+
+export type DeleteOutcome = "deleted" | "absent" | "kept-by-policy";
 
 /** A blob opened for streaming, with its size in bytes. */
 export interface OpenedBlob {
@@ -48,8 +57,13 @@ export interface BackupStore {
   sizeOf(relative: string): Promise<number | undefined>;
   /** Names (relative) under a prefix, in name order. */
   list(prefix: string): AsyncIterable<string>;
-  /** Deletes a blob; one already gone is no error. */
-  delete(relative: string): Promise<void>;
+  /** Names (relative) and sizes under a prefix, in name order. */
+  listSized(prefix: string): AsyncIterable<{ name: string; size: number }>;
+  /**
+   * Deletes a blob: `absent` when it was already gone, `kept-by-policy` when an immutability
+   * policy or legal hold refused (409) — the container's WORM setting, not a failure.
+   */
+  delete(relative: string): Promise<DeleteOutcome>;
 
   /**
    * A failure of a request to this store as a run reports it: a stable code and a message of the

@@ -1,3 +1,4 @@
+import { createHash } from "node:crypto";
 import { setTimeout as sleep } from "node:timers/promises";
 import { z } from "zod";
 import type { PortalClient, PortalStream } from "../arcgis/portal-client.js";
@@ -7,8 +8,9 @@ import { errorMessage } from "../errors.js";
 import { classifyFailure, isRetryableFailure, isSystemicFailure } from "../failures.js";
 import type { Logger } from "../log.js";
 import { schemaVersion } from "../stored-document.js";
-import type { BackupStore, StoredFile } from "./backup-store.js";
-import { type CacheSpace, startCaching } from "./cache.js";
+import { type BackupStore, JSON_TYPE, jsonBytes, type StoredFile } from "./backup-store.js";
+import { type CachedFile, type CacheSpace, startCaching } from "./cache.js";
+import { type ReusableFiles, reusableFilesOf } from "./file-reuse.js";
 import type { InventoryRecord } from "./inventory.js";
 import {
   completionMarkerName,
@@ -52,6 +54,11 @@ export const exportedFileSchema = z.object({
   originalName: z.string().optional(),
   /** Feature layer id, attachment ids and the like. */
   detail: z.record(z.string(), z.union([z.string(), z.number()])).optional(),
+  /**
+   * The blob was stored by an earlier version of the item with the same SHA-256 and size: this
+   * version names it and uploaded nothing (`blob` is then outside the version's folder).
+   */
+  reused: z.literal(true).optional(),
 });
 export type ExportedFile = z.infer<typeof exportedFileSchema>;
 
@@ -230,7 +237,8 @@ export async function exportItem(ctx: ItemExportContext, record: InventoryRecord
     // The listing's item JSON is the item JSON; fetch it only for records made without one.
     const item =
       record.item ?? (await ctx.portal.json<PortalItem>(`content/items/${record.id}`, {}, { method: "GET" }));
-    const writer = versionWriter(ctx, prefix);
+    const reusable = await reusableFilesOf(ctx.store, record.id, record.previousVersion);
+    const writer = versionWriter(ctx, prefix, reusable);
     const notes: string[] = [];
     let counts: Record<string, number> | undefined;
     await writer.json(VERSION_FILES.item, item, "item");
@@ -309,16 +317,25 @@ function resultOfMarker(base: ItemResult, marker: VersionMarker, runId: string):
     status: exported ? "exported" : "unchanged",
     version: marker.version,
     files: marker.files,
-    bytes: exported ? marker.files.reduce((sum, f) => sum + f.size, 0) : 0,
+    bytes: exported ? uploadedBytes(marker.files) : 0,
     notes: marker.notes,
     ...(marker.counts ? { counts: marker.counts } : {}),
   };
 }
 
-function versionWriter(ctx: ItemExportContext, prefix: string): VersionWriter & { files: ExportedFile[] } {
+/** Bytes a version uploaded: its files less those it reused from an earlier version. */
+export function uploadedBytes(files: readonly ExportedFile[]): number {
+  return files.reduce((sum, f) => sum + (f.reused ? 0 : f.size), 0);
+}
+
+function versionWriter(
+  ctx: ItemExportContext,
+  prefix: string,
+  reusable: ReusableFiles,
+): VersionWriter & { files: ExportedFile[] } {
   const files: ExportedFile[] = [];
   const recorded = (
-    stored: StoredFile,
+    stored: StoredFile & { reused?: true },
     relativePath: string,
     kind: FileKind,
     options: { originalName?: string; detail?: Record<string, string | number> },
@@ -333,6 +350,13 @@ function versionWriter(ctx: ItemExportContext, prefix: string): VersionWriter & 
     files.push(exported);
     return exported;
   };
+  /** A whole cached file: the earlier version's blob when it holds the same bytes, else uploaded. */
+  const storeCached = async (relative: string, file: CachedFile, contentType: string) => {
+    const same = reusable.match(file.size, file.sha256);
+    if (same)
+      return { blob: same.blob, size: same.size, sha256: same.sha256, contentType, reused: true as const };
+    return ctx.store.uploadCached(`${prefix}${relative}`, file, contentType);
+  };
   return {
     prefix,
     files,
@@ -341,11 +365,14 @@ function versionWriter(ctx: ItemExportContext, prefix: string): VersionWriter & 
         // Reaching the answer is retried inside the portal client; its failure is final here.
         const stream = await open();
         if (!stream) return undefined;
-        // The upload starts while the download is still being written into the cache.
         const file = startCaching(stream.body, ctx.cacheDirectory, ctx.cacheSpace);
         try {
           const contentType = options.contentType ?? stream.contentType ?? "application/octet-stream";
-          const stored = await ctx.store.uploadWhileCaching(`${prefix}${relativePath}`, file, contentType);
+          // A file that may be one the earlier version stored is hashed whole before any upload;
+          // any other uploads while the download is still being written into the cache.
+          const stored = reusable.mayMatch(stream.contentLength)
+            ? await storeCached(relativePath, await file.done, contentType)
+            : await ctx.store.uploadWhileCaching(`${prefix}${relativePath}`, file, contentType);
           return recorded(stored, relativePath, kind, options);
         } catch (error) {
           // Only what the client cannot retry: a body cut short. The file restarts after a backoff.
@@ -360,8 +387,8 @@ function versionWriter(ctx: ItemExportContext, prefix: string): VersionWriter & 
     async captureFile(relativePath, write, kind, options = {}) {
       const file = await write(ctx.cacheDirectory, ctx.cacheSpace);
       try {
-        const stored = await ctx.store.uploadCached(
-          `${prefix}${relativePath}`,
+        const stored = await storeCached(
+          relativePath,
           file,
           options.contentType ?? "application/octet-stream",
         );
@@ -371,10 +398,13 @@ function versionWriter(ctx: ItemExportContext, prefix: string): VersionWriter & 
       }
     },
     async json(relativePath, value, kind) {
-      const stored = await ctx.store.uploadJson(`${prefix}${relativePath}`, value);
-      const exported: ExportedFile = { ...stored, path: relativePath, kind };
-      files.push(exported);
-      return exported;
+      const content = jsonBytes(value);
+      const sha256 = createHash("sha256").update(content).digest("hex");
+      const same = reusable.match(content.length, sha256);
+      const stored = same
+        ? { blob: same.blob, size: same.size, sha256, contentType: JSON_TYPE, reused: true as const }
+        : await ctx.store.uploadBuffer(`${prefix}${relativePath}`, content, JSON_TYPE);
+      return recorded(stored, relativePath, kind, {});
     },
   };
 }

@@ -42,6 +42,8 @@ export const inventoryRecordSchema = z.object({
   groups: z.array(z.string()),
   /** The item JSON as the listing returned it, so the export need not fetch it again. */
   item: portalItemSchema.optional(),
+  /** The version the newest earlier run captured: a new version reuses its files that did not change. */
+  previousVersion: z.string().optional(),
 });
 export type InventoryRecord = z.infer<typeof inventoryRecordSchema>;
 
@@ -236,11 +238,13 @@ export async function takeInventory(options: {
         access: record.access,
         groups: record.groups,
         status: "unchanged",
+        // Nothing uploaded by this run.
+        bytes: 0,
         error: undefined,
       } as ItemResult);
       return;
     }
-    await writer.add(record);
+    await writer.add(before ? { ...record, previousVersion: before.version } : record);
   };
 
   if (filter.itemIds && filter.itemIds.length > 0) {

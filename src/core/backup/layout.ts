@@ -10,6 +10,7 @@ import path from "node:path";
  *                            _complete.json   (the version counts only once this exists)
  *   runs/<runId>/inventory/chunk-<n>.ndjson, results/…, org/…, manifest.json (written last)
  *   restores/<restoreId>/plan.json, report.json
+ *   prunes/<pruneId>/plan.json, report.json
  *
  * Every segment that comes from the portal (item and layer ids, file, resource and attachment
  * names) goes through `safeName` or `safeRelativePath`, so no name leaves its item version.
@@ -132,6 +133,19 @@ export function restoreReportName(restoreId: string): string {
   return `${restorePrefix(restoreId)}report.json`;
 }
 
+// --- prunes --------------------------------------------------------------------------------
+
+/** Every item version of the identity: what a prune sweeps. */
+export const ITEMS_PREFIX = "items/";
+
+export function prunePlanName(pruneId: string): string {
+  return `prunes/${pruneId}/plan.json`;
+}
+
+export function pruneReportName(pruneId: string): string {
+  return `prunes/${pruneId}/report.json`;
+}
+
 /**
  * An item's version: its `modified` time and, for services whose data is edited apart from
  * the item, the latest data edit. An unchanged item maps to the same version and is not
@@ -196,7 +210,7 @@ function truncateBytes(value: string, maxBytes: number): string {
 }
 
 /** Run ids sort newest first and say when they started: b-<inverted ms>-<random>. */
-export function newRunId(prefix: "b" | "r", now = Date.now(), random = Math.random): string {
+export function newRunId(prefix: "b" | "r" | "p", now = Date.now(), random = Math.random): string {
   const inverted = String(9_999_999_999_999 - now).padStart(13, "0");
   const suffix = Math.floor(random() * 36 ** 6)
     .toString(36)
@@ -205,3 +219,6 @@ export function newRunId(prefix: "b" | "r", now = Date.now(), random = Math.rand
 }
 
 export const RUN_ID_PATTERN = /^[br]-\d{13}-[0-9a-z]{6}$/;
+
+/** Prune ids: like run ids, with `p-`. */
+export const PRUNE_ID_PATTERN = /^p-\d{13}-[0-9a-z]{6}$/;

@@ -45,6 +45,8 @@ export const manifestHeaderSchema = z.object({
   /** Org records of this run, relative to the identity's folder. */
   org: z.object({ portal: nameOfBlob, users: nameOfBlob, groups: nameOfBlob, folders: nameOfBlob }),
   failures: z.array(itemFailureSchema),
+  /** Set by a prune that kept this run only for the deleted items it last saw (the items left). */
+  trimmed: z.object({ at: z.string(), heldUntil: z.string() }).optional(),
 });
 export type ManifestHeader = z.infer<typeof manifestHeaderSchema>;
 
@@ -64,7 +66,7 @@ const portalSelfSchema = z.object({
 });
 
 /** Reads the batch results of a run in name order. */
-async function* runResults(store: BackupStore, runId: string): AsyncGenerator<ItemResult> {
+export async function* runResults(store: BackupStore, runId: string): AsyncGenerator<ItemResult> {
   for await (const name of store.list(runResultsPrefix(runId))) {
     const results = await store.readJson(name, batchResultsSchema);
     for (const result of results ?? []) yield result;

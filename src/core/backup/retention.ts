@@ -7,7 +7,10 @@ export const DIAGNOSIS_DAYS = 7;
 const DAY_MS = 86_400_000;
 
 /** What the policy looks at of a run: a run with a `manifest` has its manifest written. */
-export type RetentionRun = Pick<RunRecord, "status" | "startedAt" | "endedAt" | "manifest">;
+export type RetentionRun = Pick<
+  RunRecord,
+  "status" | "startedAt" | "endedAt" | "manifest" | "heldForDeletedItems"
+>;
 
 /** Whether the policy keeps a run, and every rule that keeps it (empty when it is forgotten). */
 export interface RetentionVerdict {
@@ -27,8 +30,10 @@ const PERIOD_RULES = [
  * What an identity's retention policy does with each of its runs (verdicts in the order of
  * `runs`), with restic's `forget` semantics. Only complete runs (ended `completed` or
  * `completed-with-failures`, manifest written) count for the rules; a running run is never
- * forgotten; a failed or cancelled run is kept for DIAGNOSIS_DAYS after it ended. No policy
- * keeps every run. Pure: `now` is the only time it reads.
+ * forgotten; a failed or cancelled run is kept for DIAGNOSIS_DAYS after it ended; a run a prune
+ * trimmed to the deleted items it last saw is kept until their time is up. Unlike restic, the
+ * newest complete run is always kept: the next backup compares against it. No policy keeps every
+ * run. Pure: `now` is the only time it reads.
  */
 export function evaluateRetention(
   runs: readonly RetentionRun[],
@@ -48,6 +53,8 @@ export function evaluateRetention(
   newestFirst.forEach((run, rank) => {
     reasons[run.index]?.push(...(ruleReasons[rank] ?? []));
   });
+  const newest = newestFirst[0] && reasons[newestFirst[0].index];
+  if (newest && newest.length === 0) newest.push("newest complete run");
   return reasons.map((why) => ({ keep: why.length > 0, reasons: why }));
 }
 
@@ -57,11 +64,21 @@ export function evaluateRetention(
  * have no backup kept at all.
  */
 function isComplete(run: RetentionRun): boolean {
-  return (run.status === "completed" || run.status === "completed-with-failures") && !!run.manifest;
+  return (
+    (run.status === "completed" || run.status === "completed-with-failures") &&
+    !!run.manifest &&
+    !run.heldForDeletedItems
+  );
 }
 
 function incompleteReasons(run: RetentionRun, now: Date): string[] {
   if (run.status === "running") return ["running"];
+  const held = run.heldForDeletedItems;
+  if (held) {
+    return now.getTime() < Date.parse(held.until)
+      ? [`holds ${held.items} deleted item(s) until ${held.until}`]
+      : [];
+  }
   const what =
     run.status === "failed" || run.status === "cancelled" ? run.status : `${run.status} without a manifest`;
   const until = Date.parse(run.endedAt ?? run.startedAt) + DIAGNOSIS_DAYS * DAY_MS;

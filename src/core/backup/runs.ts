@@ -60,6 +60,13 @@ const runRecordSchema = z.object({
   traffic: trafficSchema.optional(),
   manifest: z.string().optional(),
   error: runError.optional(),
+  /**
+   * Set by a prune that forgot this run while it was the last to see items since deleted from the
+   * org: its manifest now lists only those items, kept until `until` (keepDeletedDays after the run).
+   */
+  heldForDeletedItems: z
+    .object({ items: count, until: z.string(), pruneId: z.string(), trimmedAt: z.string() })
+    .optional(),
 });
 
 export type RunRecord = z.infer<typeof runRecordSchema>;
@@ -129,6 +136,15 @@ export class RunStore {
       if (runs.length >= limit) break;
     }
     return runs;
+  }
+
+  /** Removes a run's record (a prune forgot it); one already gone is no error. */
+  async delete(identityId: string, runId: string): Promise<void> {
+    try {
+      await this.table.deleteEntity(identityId, runId);
+    } catch (error) {
+      if (!isStatus(error, 404)) throw error;
+    }
   }
 
   /** Read-modify-write with the row's ETag, retried on a concurrent change. */

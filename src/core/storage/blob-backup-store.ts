@@ -5,12 +5,19 @@ import { text } from "node:stream/consumers";
 import type { BlobDownloadResponseParsed, ContainerClient } from "@azure/storage-blob";
 import type { z } from "zod";
 import { BLOB_BODY_REREADS } from "../azure-retries.js";
-import type { BackupStore, OpenedBlob, StoredFile } from "../backup/backup-store.js";
+import {
+  type BackupStore,
+  type DeleteOutcome,
+  JSON_TYPE,
+  jsonBytes,
+  type OpenedBlob,
+  type StoredFile,
+} from "../backup/backup-store.js";
 import { ByteBudget, type CachedFile, type CachingFile } from "../backup/cache.js";
 import { identityBlobName } from "../backup/layout.js";
 import { mapWithConcurrency } from "../concurrency.js";
 import { parseStoredJson, parseStoredLines } from "../stored-document.js";
-import { type StorageError, toStorageError } from "./storage-errors.js";
+import { isImmutabilityRefusal, type StorageError, toStorageError } from "./storage-errors.js";
 
 const UPLOAD_BLOCK = 8 * 1024 * 1024;
 const UPLOAD_CONCURRENCY = 4;
@@ -128,7 +135,7 @@ export class BlobBackupStore implements BackupStore {
   }
 
   uploadJson(relative: string, value: unknown): Promise<StoredFile> {
-    return this.uploadBuffer(relative, Buffer.from(JSON.stringify(value, null, 2)), "application/json");
+    return this.uploadBuffer(relative, jsonBytes(value), JSON_TYPE);
   }
 
   async exists(relative: string): Promise<boolean> {
@@ -188,8 +195,21 @@ export class BlobBackupStore implements BackupStore {
     }
   }
 
-  async delete(relative: string): Promise<void> {
-    await this.container.getBlobClient(this.blobName(relative)).deleteIfExists();
+  async *listSized(prefix: string): AsyncGenerator<{ name: string; size: number }> {
+    const base = this.blobName("");
+    for await (const blob of this.container.listBlobsFlat({ prefix: this.blobName(prefix) })) {
+      yield { name: blob.name.slice(base.length), size: blob.properties.contentLength ?? 0 };
+    }
+  }
+
+  async delete(relative: string): Promise<DeleteOutcome> {
+    try {
+      const result = await this.container.getBlobClient(this.blobName(relative)).deleteIfExists();
+      return result.succeeded ? "deleted" : "absent";
+    } catch (error) {
+      if (isImmutabilityRefusal(error)) return "kept-by-policy";
+      throw error;
+    }
   }
 
   storageErrorOf(error: unknown): StorageError | undefined {

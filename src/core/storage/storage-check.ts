@@ -5,6 +5,7 @@ import { AppError } from "../errors.js";
 import { parseInput } from "../validation.js";
 import { type BlobStorageTarget, openBlobContainer } from "./blob-container.js";
 import {
+  isImmutabilityRefusal,
   STORAGE_ERROR_CODES,
   type StorageErrorCode,
   storageFailureFacts,
@@ -18,7 +19,14 @@ export type StorageCheckInput = BlobStorageTarget & { createIfMissing?: boolean 
 export type StorageCheckErrorCode = StorageErrorCode | "ERR_VALIDATION";
 
 export type StorageCheckResult =
-  | { ok: true; account: string; container: string; containerCreated: boolean }
+  | {
+      ok: true;
+      account: string;
+      container: string;
+      containerCreated: boolean;
+      /** The probe could not be deleted because the container is immutable (WORM): it stays. */
+      immutable?: true;
+    }
   | { ok: false; error: { code: StorageCheckErrorCode; message: string; field?: string } };
 
 export interface StorageCheckOptions {
@@ -134,6 +142,11 @@ export async function checkStorage(
     operation = "delete";
     await probe.delete({ abortSignal });
   } catch (error) {
+    // A container under an immutability policy (WORM) keeps its blobs by design: the probe stays
+    // until the policy lets it go, and backups work as they should.
+    if (operation === "delete" && isImmutabilityRefusal(error)) {
+      return { ok: true, account, container: target.container, containerCreated, immutable: true };
+    }
     return failure(toStorageError(error, context()));
   }
   return { ok: true, account, container: target.container, containerCreated };

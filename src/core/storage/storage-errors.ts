@@ -168,3 +168,12 @@ export function toStorageError(
     { cause },
   );
 }
+
+/**
+ * A write or delete refused because the blob is protected: a time-based immutability policy or a
+ * legal hold (409 BlobImmutableDueToPolicy, BlobImmutableDueToLegalHold, and the like).
+ */
+export function isImmutabilityRefusal(error: unknown): boolean {
+  const { statusCode, code } = (error ?? {}) as { statusCode?: unknown; code?: unknown };
+  return statusCode === 409 && typeof code === "string" && /Immutab/i.test(code);
+}
