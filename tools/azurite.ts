@@ -30,6 +30,8 @@ export interface AzuriteOptions {
   location?: string;
   /** In memory: the most blob content it may hold, in MB (Azurite's default is half the RAM). */
   extentMemoryLimitMb?: number;
+  /** The emulator's V8 heap ceiling in MB (Node's default, about 4 GB here, when omitted). */
+  maxOldSpaceMb?: number;
   startTimeoutMs?: number;
 }
 
@@ -67,7 +69,8 @@ export async function startAzurite(options: AzuriteOptions = {}): Promise<Runnin
   if (!options.location && options.extentMemoryLimitMb !== undefined) {
     args.push("--extentMemoryLimit", String(options.extentMemoryLimitMb));
   }
-  const child = spawn(process.execPath, args, { stdio: ["ignore", "pipe", "pipe"] });
+  const nodeFlags = options.maxOldSpaceMb ? [`--max-old-space-size=${options.maxOldSpaceMb}`] : [];
+  const child = spawn(process.execPath, [...nodeFlags, ...args], { stdio: ["ignore", "pipe", "pipe"] });
   const urls = await waitForListening(child, options.startTimeoutMs ?? 20_000);
   const endpoints = {
     blobEndpoint: `${urls.Blob}/${DEV_ACCOUNT_NAME}`,

@@ -26,12 +26,13 @@ import {
   type InventoryRecord,
   type InventorySummary,
   isInvalidLine,
-  type PreviousCapture,
+  type PreviousRun,
+  previousRunOf,
   readInventoryChunk,
   takeInventory,
 } from "./inventory.js";
 import { batchResultName, identityBlobName, manifestName } from "./layout.js";
-import { readManifest, writeManifest } from "./manifest.js";
+import { writeManifest } from "./manifest.js";
 import { type BatchCounts, type BatchOutcome, emptyBatchCounts } from "./progress.js";
 import { failRun, logRunCompleted } from "./run-end.js";
 import { RunStopSignals } from "./run-stop.js";
@@ -81,8 +82,6 @@ interface IdentitySession extends RunTarget {
 
 const SESSION_TTL_MS = 10 * 60_000;
 const CHUNKS_CACHED = 6;
-/** Larger manifests (hundreds of thousands of items) are not loaded whole. */
-const MAX_PREVIOUS_MANIFEST_BYTES = 256 * 1024 * 1024;
 
 /**
  * What the backup activities do. Sessions (identity, signed-in portal client, container) are
@@ -133,33 +132,24 @@ export class BackupRunner {
   }
 
   /**
-   * What the newest earlier run with a manifest captured, so unchanged items are recorded
-   * without being exported (or even looked at) again. Skipped for very large manifests, where
-   * each item's completion marker answers the same question during the export.
+   * What the newest earlier complete run captured, so unchanged items are recorded without being
+   * exported (or even looked at) again: read from its results blobs into ids and versions (see
+   * PreviousRun). A run a prune trimmed holds only deleted items and is not compared with.
    */
   private async previousCaptures(
     session: IdentitySession,
     runId: string,
     log: Logger,
-  ): Promise<Map<string, PreviousCapture> | undefined> {
+  ): Promise<PreviousRun | undefined> {
     const last = (await this.deps.runs.list(session.identity.id, 20)).find(
-      (r) => r.runId !== runId && r.manifest,
+      (r) => r.runId !== runId && r.manifest && !r.heldForDeletedItems,
     );
     if (!last) return undefined;
     try {
-      const size = await session.store.sizeOf(manifestName(last.runId));
-      if ((size ?? 0) > MAX_PREVIOUS_MANIFEST_BYTES) return undefined;
-      const manifest = await readManifest(session.store, last.runId);
-      const captures = new Map<string, PreviousCapture>();
-      for (const item of manifest?.items ?? []) {
-        if (item.status !== "failed" && item.version) {
-          const { versionPath: _path, ...result } = item;
-          captures.set(item.itemId, { version: item.version, result });
-        }
-      }
-      return captures;
+      return await previousRunOf(session.store, last.runId);
     } catch (error) {
-      log.warn("Previous manifest not readable; every item's marker is checked instead", {
+      if (isRetryableFailure(error)) throw error;
+      log.warn("Previous run's results not readable; every item's marker is checked instead", {
         previousRunId: last.runId,
         reason: (error as Error).message,
       });

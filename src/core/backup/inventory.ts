@@ -5,8 +5,14 @@ import { mapWithConcurrency } from "../concurrency.js";
 import type { Logger } from "../log.js";
 import { checkStored } from "../stored-document.js";
 import type { BackupStore } from "./backup-store.js";
-import { hasSeparateDataVersion, type ItemResult } from "./export-item.js";
-import { inventoryChunkName, itemVersion, orgRecordNames, unchangedResultName } from "./layout.js";
+import { batchResultsSchema, hasSeparateDataVersion, type ItemResult } from "./export-item.js";
+import {
+  inventoryChunkName,
+  itemVersion,
+  orgRecordNames,
+  runResultsPrefix,
+  unchangedResultName,
+} from "./layout.js";
 import {
   type PagedResponse,
   type PortalGroup,
@@ -63,10 +69,44 @@ export function isInvalidLine(entry: InventoryEntry): entry is InvalidInventoryL
   return "error" in entry;
 }
 
-/** What the previous complete run captured of an item (from its manifest). */
+/**
+ * What the previous complete run captured of an item: its version, and where its result lies
+ * among that run's results blobs (read again only for the items found unchanged, a few blobs at
+ * a time), so that a run of 100,000 items holds ids and versions, not 100,000 results.
+ */
 export interface PreviousCapture {
   version: string;
-  result: ItemResult;
+  /** Index into PreviousRun.resultBlobs, and the result's position in that blob. */
+  blob: number;
+  position: number;
+}
+
+/** The newest earlier complete run, as the inventory compares with it. */
+export interface PreviousRun {
+  runId: string;
+  /** Its results blobs, in name order. */
+  resultBlobs: string[];
+  items: Map<string, PreviousCapture>;
+}
+
+/** Reads a run's results blobs into ids, versions and places (every failed item left out). */
+export async function previousRunOf(store: BackupStore, runId: string): Promise<PreviousRun> {
+  const resultBlobs: string[] = [];
+  for await (const name of store.list(runResultsPrefix(runId))) resultBlobs.push(name);
+  const items = new Map<string, PreviousCapture>();
+  const blobs = await mapWithConcurrency(
+    resultBlobs,
+    LISTING_CONCURRENCY,
+    async (name) => (await store.readJson(name, batchResultsSchema)) ?? [],
+  );
+  blobs.forEach((results, blob) => {
+    results.forEach((result, position) => {
+      if (result.status !== "failed" && result.version) {
+        items.set(result.itemId, { version: result.version, blob, position });
+      }
+    });
+  });
+  return { runId, resultBlobs, items };
 }
 
 export interface InventorySummary {
@@ -98,28 +138,86 @@ export async function* pages<T extends PagedResponse>(
   }
 }
 
-/** Results of items found unchanged during the inventory, written like a batch's results. */
+/** An item found unchanged: its fresh listing and where the previous run's result lies. */
+interface UnchangedItem {
+  record: InventoryRecord;
+  capture: PreviousCapture;
+}
+
+/** Items found unchanged that are buffered before their previous results are read back. */
+const UNCHANGED_BUFFER = 2_000;
+
+/**
+ * Results of items found unchanged during the inventory, written like a batch's results: the
+ * previous run's result with the fresh listing's title, owner, folder and sharing. Buffered, then
+ * resolved one previous results blob at a time; an item whose previous result is not where the
+ * previous run said (a results blob rewritten since) is exported instead.
+ */
 class UnchangedWriter {
-  private results: ItemResult[] = [];
+  private pending: UnchangedItem[] = [];
   private blobs = 0;
   count = 0;
   constructor(
     private readonly store: BackupStore,
     private readonly runId: string,
+    private readonly previous: PreviousRun | undefined,
+    private readonly exportInstead: (record: InventoryRecord) => Promise<void>,
   ) {}
 
-  async add(result: ItemResult): Promise<void> {
-    this.results.push(result);
-    this.count++;
-    if (this.results.length >= INVENTORY_CHUNK_SIZE) await this.flush();
+  async add(item: UnchangedItem): Promise<void> {
+    this.pending.push(item);
+    if (this.pending.length >= UNCHANGED_BUFFER) await this.flush();
   }
 
   async flush(): Promise<void> {
-    if (this.results.length === 0) return;
-    const results = this.results;
-    this.results = [];
-    await this.store.uploadJson(unchangedResultName(this.runId, this.blobs++), results);
+    const pending = this.pending;
+    this.pending = [];
+    if (pending.length === 0 || !this.previous) return;
+    const byBlob = new Map<number, UnchangedItem[]>();
+    for (const item of pending)
+      byBlob.set(item.capture.blob, [...(byBlob.get(item.capture.blob) ?? []), item]);
+    let out: ItemResult[] = [];
+    for (const [blob, items] of [...byBlob].sort((a, b) => a[0] - b[0])) {
+      const name = this.previous.resultBlobs[blob];
+      const results = name ? ((await this.store.readJson(name, batchResultsSchema)) ?? []) : [];
+      for (const { record, capture } of items) {
+        const before = results[capture.position];
+        if (before?.itemId !== record.id || before.version !== capture.version) {
+          await this.exportInstead(record);
+          continue;
+        }
+        out.push(unchangedResult(before, record));
+        if (out.length >= INVENTORY_CHUNK_SIZE) {
+          await this.write(out);
+          out = [];
+        }
+      }
+    }
+    await this.write(out);
   }
+
+  private async write(results: ItemResult[]): Promise<void> {
+    if (results.length === 0) return;
+    await this.store.uploadJson(unchangedResultName(this.runId, this.blobs++), results);
+    this.count += results.length;
+  }
+}
+
+/** The previous run's result of an unchanged item, with what the listing says now. */
+function unchangedResult(before: ItemResult, record: InventoryRecord): ItemResult {
+  const { error: _error, ...rest } = before;
+  return {
+    ...rest,
+    title: record.title,
+    owner: record.owner,
+    folderId: record.folderId,
+    folderTitle: record.folderTitle,
+    access: record.access,
+    groups: record.groups,
+    status: "unchanged",
+    // Nothing uploaded by this run.
+    bytes: 0,
+  };
 }
 
 /** Buffers inventory lines into chunk blobs of INVENTORY_CHUNK_SIZE. */
@@ -163,7 +261,7 @@ export async function takeInventory(options: {
   runId: string;
   filter?: BackupFilter;
   /** The last complete run's captures: items still at that version are not exported again. */
-  previous?: Map<string, PreviousCapture>;
+  previous?: PreviousRun;
   log: Logger;
 }): Promise<InventorySummary> {
   const { portal, store, runId, log } = options;
@@ -218,7 +316,7 @@ export async function takeInventory(options: {
   await store.uploadBuffer(org.groups, ndjson(groupRecords), "application/x-ndjson");
 
   const writer = new ChunkWriter(store, runId);
-  const unchanged = new UnchangedWriter(store, runId);
+  const unchanged = new UnchangedWriter(store, runId, options.previous, (record) => writer.add(record));
   const seen = new Set<string>();
   const folders: Array<{ owner: string; id: string; title: string }> = [];
   const accept = async (item: PortalItem, folderId: string | null, folderTitle: string | null) => {
@@ -226,22 +324,10 @@ export async function takeInventory(options: {
     seen.add(item.id);
     const record = toRecord(item, folderId, folderTitle, groupsOfItem.get(item.id) ?? []);
     if (!matches(record, item, filter)) return;
-    const before = options.previous?.get(item.id);
+    const before = options.previous?.items.get(item.id);
     // Hosted feature data changes without `modified`; those items are versioned by the export.
     if (before && !hasSeparateDataVersion(record) && before.version === itemVersion(record.modified)) {
-      await unchanged.add({
-        ...before.result,
-        title: record.title,
-        owner: record.owner,
-        folderId: record.folderId,
-        folderTitle: record.folderTitle,
-        access: record.access,
-        groups: record.groups,
-        status: "unchanged",
-        // Nothing uploaded by this run.
-        bytes: 0,
-        error: undefined,
-      } as ItemResult);
+      await unchanged.add({ record, capture: before });
       return;
     }
     await writer.add(before ? { ...record, previousVersion: before.version } : record);

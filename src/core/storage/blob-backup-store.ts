@@ -22,7 +22,7 @@ import { isImmutabilityRefusal, type StorageError, toStorageError } from "./stor
 const UPLOAD_BLOCK = 8 * 1024 * 1024;
 const UPLOAD_CONCURRENCY = 4;
 /** Blocks read back from the cache and on their way to Blob, across all uploads of the process. */
-const BLOCK_BUFFERS = 8;
+const BLOCK_BUFFERS = 4;
 
 /**
  * The backup store in Azure Blob: an identity's folder of its backup container, every name
