@@ -45,6 +45,9 @@ param identitiesTableName string = 'identities'
 @description('Table of backup and restore runs; must match the RUNS_TABLE default of the app.')
 param runsTableName string = 'runs'
 
+@description('Table of the item index (search, history); must match the ITEM_INDEX_TABLE default of the app.')
+param itemIndexTableName string = 'itemindex'
+
 @description('Container created for backups in the app storage account.')
 param backupContainerName string = 'backups'
 
@@ -136,6 +139,7 @@ module storage 'app/storage.bicep' = {
     tableNames: [
       identitiesTableName
       runsTableName
+      itemIndexTableName
     ]
     blobSoftDeleteRetentionDays: blobSoftDeleteRetentionDays
     backupCoolAfterDays: backupCoolAfterDays
@@ -170,6 +174,7 @@ module api 'app/api.bicep' = {
     keyVaultUri: keyVault.outputs.uri
     identitiesTableName: identitiesTableName
     runsTableName: runsTableName
+    itemIndexTableName: itemIndexTableName
     instanceMemoryMB: instanceMemoryMB
     maximumInstanceCount: maximumInstanceCount
   }
@@ -232,6 +237,7 @@ output AZURE_BACKUP_COOL_AFTER_DAYS int = storage.outputs.backupCoolAfterDays
 output AZURE_BACKUP_IMMUTABILITY_DAYS int = storage.outputs.backupImmutabilityDays
 output AZURE_IDENTITIES_TABLE string = identitiesTableName
 output AZURE_RUNS_TABLE string = runsTableName
+output AZURE_ITEM_INDEX_TABLE string = itemIndexTableName
 output AZURE_APPLICATION_INSIGHTS_NAME string = monitoring.outputs.applicationInsightsName
 output AZURE_LOG_ANALYTICS_WORKSPACE_NAME string = monitoring.outputs.logAnalyticsWorkspaceName
 output AZURE_ACTION_GROUP_ID string = alerts.outputs.actionGroupId

@@ -15,6 +15,7 @@ param applicationInsightsName string
 param keyVaultUri string
 param identitiesTableName string
 param runsTableName string
+param itemIndexTableName string
 
 param runtimeVersion string = '22'
 
@@ -106,6 +107,7 @@ resource appSettings 'Microsoft.Web/sites/config@2024-04-01' = {
     KEY_VAULT_URL: keyVaultUri
     IDENTITIES_TABLE: identitiesTableName
     RUNS_TABLE: runsTableName
+    ITEM_INDEX_TABLE: itemIndexTableName
     PUBLIC_BASE_URL: 'https://${functionApp.properties.defaultHostName}'
   }
 }

@@ -5,7 +5,7 @@
 //   Storage Blob Data Owner        - Functions host (AzureWebJobsStorage), Durable task hub blobs/leases,
 //                                    the Flex Consumption deployment container, the default backup container
 //   Storage Queue Data Contributor - Durable Functions control and work-item queues
-//   Storage Table Data Contributor - Durable history/instances tables, identities and runs tables
+//   Storage Table Data Contributor - Durable history/instances tables, identities, runs and item index tables
 //   Key Vault Secrets Officer      - read and write the identities' secrets (nothing on keys or certificates)
 // The optional developer principal (azd's AZURE_PRINCIPAL_ID): blob and table data contributor, secrets officer.
 param storageAccountName string

@@ -1,5 +1,6 @@
-// The app's own storage account: Functions host and Durable state, the deployment package, the identities and
-// runs tables, and a default backup container. Reached only with Microsoft Entra ID (no shared keys).
+// The app's own storage account: Functions host and Durable state, the deployment package, the identities,
+// runs and item index tables, and a default backup container. Reached only with Microsoft Entra ID (no
+// shared keys).
 // Backups move to the Cool tier as they age (lifecycle rule); an opt-in version-level WORM policy keeps them
 // from being changed or deleted for a number of days. Costs and trade-offs: docs/storage-costs.md.
 param name string
@@ -20,7 +21,7 @@ param deploymentContainerName string
 @description('Default container for backups.')
 param backupContainerName string = 'backups'
 
-@description('Tables the app reads and writes (identities, runs).')
+@description('Tables the app reads and writes (identities, runs, item index).')
 param tableNames array
 
 @minValue(0)

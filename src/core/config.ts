@@ -52,6 +52,13 @@ export const SETTINGS: readonly SettingSpec[] = [
     requiredInAzure: false,
   },
   {
+    name: "ITEM_INDEX_TABLE",
+    description:
+      "Table that holds the index of backed-up items (search, item history), written when a run ends.",
+    defaultValue: "itemindex",
+    requiredInAzure: false,
+  },
+  {
     name: "SECRET_STORE",
     description:
       "Where secrets live: keyvault (production) or file (local development only; a 0600 JSON file).",
@@ -156,6 +163,7 @@ export interface AppConfig {
   appStorage: AppStorageConfig;
   identitiesTable: string;
   runsTable: string;
+  itemIndexTable: string;
   secretStore: SecretStoreKind;
   keyVaultUrl?: string;
   fileSecretStorePath: string;
@@ -234,6 +242,7 @@ export function loadConfig(env: Env = process.env): AppConfig {
     appStorage,
     identitiesTable: setting(env, "IDENTITIES_TABLE")!,
     runsTable: setting(env, "RUNS_TABLE")!,
+    itemIndexTable: setting(env, "ITEM_INDEX_TABLE")!,
     secretStore,
     fileSecretStorePath: setting(env, "FILE_SECRET_STORE_PATH")!,
     allowInsecureLoopback: setting(env, "ALLOW_INSECURE_LOOPBACK") === "true",

@@ -15,6 +15,8 @@ import { IdentityService } from "./identities/identity-service.js";
 import { OAuthSignIn } from "./identities/oauth-sign-in.js";
 import { openPortalSession } from "./identities/portal-session.js";
 import { TableIdentityStore } from "./identities/table-identity-store.js";
+import { HistoryService } from "./item-index/history-service.js";
+import { ItemIndex } from "./item-index/item-index.js";
 import { atLevel, consoleLogger, type Logger } from "./log.js";
 import { RestoreStore } from "./restore/restore-store.js";
 import { createSecretStore, defaultCredential } from "./secrets/create-secret-store.js";
@@ -34,6 +36,8 @@ export interface Services {
   runs: RunStore;
   backups: BackupService;
   prunes: PruneService;
+  /** Search, item history and diffs, from the item index. */
+  history: HistoryService;
   runner: BackupRunner;
   /**
    * The identity's backup store: its folder of its backup container (reached with the connection
@@ -147,9 +151,14 @@ async function buildServices(): Promise<Services> {
       budgetShare: identity.maxOrgBudgetShare,
       windowMs: config.requestUnitsWindowMs,
     });
+  const itemIndex = new ItemIndex(
+    await openAppTable(config.appStorage, config.itemIndexTable, lazyCredential),
+  );
+  const history = new HistoryService({ identities, runs, index: itemIndex, openStore });
   const runner = new BackupRunner({
     identities,
     runs,
+    itemIndex,
     portalFor,
     openStore,
     serviceDataFor: (portal, runLog) => createFeatureDataExporter(portal, { log: runLog }),
@@ -170,6 +179,7 @@ async function buildServices(): Promise<Services> {
     runs,
     backups,
     prunes,
+    history,
     runner,
     governorFor,
   };

@@ -32,6 +32,9 @@ beforeAll(async () => {
     runId: "b-0000000000000-aaaaaa",
     restoreId: "r-0000000000000-aaaaaa",
     pruneId: "p-0000000000000-aaaaaa",
+    itemId: "0123456789abcdef0123456789abcdef",
+    version: "v1700000000000",
+    path: "data.json",
   };
 });
 
@@ -117,6 +120,9 @@ const PARAM_NAMES: Record<string, string> = {
   runId: "run",
   restoreId: "restore",
   pruneId: "prune",
+  itemId: "item",
+  version: "version",
+  path: "file",
 };
 
 /** Every field of a retention policy, so that each is probed. */
@@ -169,7 +175,11 @@ const BODIES: Record<string, () => Record<string, unknown>> = {
 /** Endpoints that take nothing a client could spoil: no path parameter, body or query. */
 const NO_INPUT = new Set(["GET identities", "GET health"]);
 /** POST endpoints whose body is ignored (only their path parameter is input). */
-const BODY_IGNORED = new Set(["POST identities/{id}/verify", "POST identities/{id}/oauth/start"]);
+const BODY_IGNORED = new Set([
+  "POST identities/{id}/verify",
+  "POST identities/{id}/oauth/start",
+  "POST identities/{id}/index/rebuild",
+]);
 
 /** A new endpoint must say what input it takes: a body (BODIES), a query, or only its path. */
 function isPlanned({ method, route }: Endpoint): boolean {

@@ -222,7 +222,7 @@ function storage(overrides: Record<string, Value> = {}): Deployed[] {
     name: "stx",
     location: "westeurope",
     deploymentContainerName: "app-package-x",
-    tableNames: ["identities", "runs"],
+    tableNames: ["identities", "runs", "itemindex"],
     backupContainerName: mainDefaults("backupContainerName"),
     blobSoftDeleteRetentionDays: mainDefaults("blobSoftDeleteRetentionDays"),
     backupCoolAfterDays: mainDefaults("backupCoolAfterDays"),

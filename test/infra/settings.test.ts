@@ -91,6 +91,7 @@ describe("function app settings against SETTINGS (src/core/config.ts)", () => {
     for (const [setting, param] of [
       ["IDENTITIES_TABLE", "identitiesTableName"],
       ["RUNS_TABLE", "runsTableName"],
+      ["ITEM_INDEX_TABLE", "itemIndexTableName"],
     ] as const) {
       const defaultValue = SETTINGS.find((s) => s.name === setting)?.defaultValue;
       expect(stringLiteral(params.get(param)?.defaultValue), param).toBe(defaultValue);
@@ -98,10 +99,15 @@ describe("function app settings against SETTINGS (src/core/config.ts)", () => {
     }
     const storage = moduleDecls(main).find((m) => m.path === "app/storage.bicep");
     const tableNames = propertyAt(storage?.body, "params", "tableNames");
-    expect(tableNames?.namedChildren.map((n) => n?.text)).toEqual(["identitiesTableName", "runsTableName"]);
+    expect(tableNames?.namedChildren.map((n) => n?.text)).toEqual([
+      "identitiesTableName",
+      "runsTableName",
+      "itemIndexTableName",
+    ]);
     const api = moduleDecls(main).find((m) => m.path === "app/api.bicep");
     const apiParams = objectProperties(propertyAt(api?.body, "params"));
     expect(apiParams.get("identitiesTableName")?.text).toBe("identitiesTableName");
     expect(apiParams.get("runsTableName")?.text).toBe("runsTableName");
+    expect(apiParams.get("itemIndexTableName")?.text).toBe("itemIndexTableName");
   });
 });

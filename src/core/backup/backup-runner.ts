@@ -5,6 +5,8 @@ import { AppError, errorMessage } from "../errors.js";
 import { isRetryableFailure } from "../failures.js";
 import type { StoredIdentity } from "../identities/identity.js";
 import type { IdentityService } from "../identities/identity-service.js";
+import { indexRun } from "../item-index/indexer.js";
+import type { ItemIndex } from "../item-index/item-index.js";
 import type { Logger } from "../log.js";
 import { DEFAULT_OUTAGE_SETTINGS, type OutagePause, type OutageSettings, outagePause } from "../outage.js";
 import type { BatchInput, FailBatchInput, FinalizeInput, RecordFailureInput } from "./activity-inputs.js";
@@ -63,6 +65,8 @@ export interface RunnerDependencies {
   cacheMaxBytes: number;
   /** How a batch that meets an outage pauses (default DEFAULT_OUTAGE_SETTINGS). */
   outage?: OutageSettings;
+  /** The item index (search, history), brought up to each run that ends with its manifest. */
+  itemIndex?: ItemIndex;
   log: Logger;
 }
 
@@ -319,9 +323,29 @@ export class BackupRunner {
         next.error ??= runErrorOf(error, "ERR_MANIFEST", target.store);
       });
     }
+    if (run.manifest) await this.updateIndex(target, run);
     await this.deps.runs.releaseLock(input.identityId, input.runId);
     logRunCompleted(this.deps.log, run, target.identity.name);
     return run;
+  }
+
+  /**
+   * Takes the run into the item index. The index is derived (rebuilt from the manifests on
+   * request), so a failure here leaves the run as it ended and says so in the log; an outage is
+   * thrown, for the activity's retry.
+   */
+  private async updateIndex(target: RunTarget, run: RunRecord): Promise<void> {
+    if (!this.deps.itemIndex) return;
+    try {
+      await indexRun({ store: target.store, index: this.deps.itemIndex, run });
+    } catch (error) {
+      if (isRetryableFailure(error)) throw error;
+      this.deps.log.warn("Item index not updated; POST /api/identities/{id}/index/rebuild rebuilds it", {
+        runId: run.runId,
+        identityId: run.identityId,
+        reason: errorMessage(error),
+      });
+    }
   }
 
   /** Writes the run's manifest and copies its status and totals into the run record. */

@@ -1,6 +1,6 @@
 import type { TableClient } from "@azure/data-tables";
 import { z } from "zod";
-import { isStatus } from "../identities/table-identity-store.js";
+import { DocumentRows, quoteOData } from "../tables/document-rows.js";
 import { newRunId } from "./layout.js";
 
 const count = z.number().int().nonnegative();
@@ -42,12 +42,6 @@ export function newPruneRecord(identityId: string, trigger: PruneRecord["trigger
   };
 }
 
-interface DocumentEntity {
-  partitionKey: string;
-  rowKey: string;
-  document: string;
-}
-
 const ROW_PREFIX = "~prune-";
 
 /**
@@ -55,79 +49,33 @@ const ROW_PREFIX = "~prune-";
  * `~prune-<pruneId>` (rows from `~` on stay out of the backup run listing, like restores).
  */
 export class PruneStore {
-  constructor(private readonly table: TableClient) {}
+  private readonly rows: DocumentRows<typeof pruneRecordSchema>;
 
-  async create(record: PruneRecord): Promise<void> {
-    await this.table.createEntity(entityOf(record));
+  constructor(table: TableClient) {
+    this.rows = new DocumentRows(table, pruneRecordSchema, "prune");
   }
 
-  async find(identityId: string, pruneId: string): Promise<PruneRecord | undefined> {
-    try {
-      return recordOf(await this.table.getEntity<DocumentEntity>(identityId, `${ROW_PREFIX}${pruneId}`));
-    } catch (error) {
-      if (isStatus(error, 404)) return undefined;
-      throw error;
-    }
+  create(record: PruneRecord): Promise<void> {
+    return this.rows.create(record.identityId, `${ROW_PREFIX}${record.pruneId}`, record);
   }
 
-  async get(pruneId: string): Promise<PruneRecord | undefined> {
-    const rows = this.table.listEntities<DocumentEntity>({
-      queryOptions: { filter: `RowKey eq '${ROW_PREFIX}${pruneId.replace(/'/g, "''")}'` },
-    });
-    for await (const row of rows) return recordOf(row);
-    return undefined;
+  find(identityId: string, pruneId: string): Promise<PruneRecord | undefined> {
+    return this.rows.find(identityId, `${ROW_PREFIX}${pruneId}`);
+  }
+
+  get(pruneId: string): Promise<PruneRecord | undefined> {
+    return this.rows.findInAnyPartition(`${ROW_PREFIX}${pruneId}`);
   }
 
   /** The identity's prunes, newest first. */
-  async list(identityId: string, limit = 100): Promise<PruneRecord[]> {
-    const out: PruneRecord[] = [];
-    const rows = this.table.listEntities<DocumentEntity>({
-      queryOptions: {
-        filter: `PartitionKey eq '${identityId.replace(/'/g, "''")}' and RowKey ge '${ROW_PREFIX}' and RowKey lt '~prune.'`,
-      },
-    });
-    for await (const row of rows) {
-      out.push(recordOf(row));
-      if (out.length >= limit) break;
-    }
-    return out;
-  }
-
-  /** Read-modify-write with the row's ETag, retried on a concurrent change. */
-  async update(
-    identityId: string,
-    pruneId: string,
-    change: (record: PruneRecord) => void,
-  ): Promise<PruneRecord> {
-    for (let attempt = 0; ; attempt++) {
-      const row = await this.table.getEntity<DocumentEntity>(identityId, `${ROW_PREFIX}${pruneId}`);
-      const record = recordOf(row);
-      change(record);
-      try {
-        await this.table.updateEntity(entityOf(record), "Replace", { etag: row.etag });
-        return record;
-      } catch (error) {
-        if (!isStatus(error, 412) || attempt >= 5) throw error;
-      }
-    }
-  }
-}
-
-function entityOf(record: PruneRecord): DocumentEntity {
-  return {
-    partitionKey: record.identityId,
-    rowKey: `${ROW_PREFIX}${record.pruneId}`,
-    document: JSON.stringify(record),
-  };
-}
-
-function recordOf(row: DocumentEntity): PruneRecord {
-  const parsed = pruneRecordSchema.safeParse(JSON.parse(row.document));
-  if (!parsed.success) {
-    const issue = parsed.error.issues[0];
-    throw new Error(
-      `The record of prune ${row.rowKey} is damaged: ${issue?.path.join(".")}: ${issue?.message}`,
+  list(identityId: string, limit = 100): Promise<PruneRecord[]> {
+    return this.rows.list(
+      `PartitionKey eq '${quoteOData(identityId)}' and RowKey ge '${ROW_PREFIX}' and RowKey lt '~prune.'`,
+      limit,
     );
   }
-  return parsed.data;
+
+  update(identityId: string, pruneId: string, change: (record: PruneRecord) => void): Promise<PruneRecord> {
+    return this.rows.update(identityId, `${ROW_PREFIX}${pruneId}`, change);
+  }
 }

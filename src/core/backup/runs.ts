@@ -2,6 +2,7 @@ import type { TableClient } from "@azure/data-tables";
 import { z } from "zod";
 import { PreconditionFailedError } from "../errors.js";
 import { isStatus } from "../identities/table-identity-store.js";
+import { DocumentRows, quoteOData } from "../tables/document-rows.js";
 
 const filterList = z.array(z.string().trim().min(1).max(256)).min(1).max(1000);
 
@@ -88,12 +89,6 @@ export function newRunRecord(
   };
 }
 
-interface RunEntity {
-  partitionKey: string;
-  rowKey: string;
-  document: string;
-}
-
 const LOCK_ROW = "~lock-backup";
 
 /** How many runs a list shows, newest first. */
@@ -101,41 +96,28 @@ export const RUN_LIST_LIMIT = 100;
 
 /** Run records (one row per run, partitioned by identity) and the one-backup-at-a-time lock. */
 export class RunStore {
-  constructor(private readonly table: TableClient) {}
+  private readonly rows: DocumentRows<typeof runRecordSchema>;
 
-  async create(run: RunRecord): Promise<void> {
-    await this.table.createEntity(toEntity(run));
+  constructor(private readonly table: TableClient) {
+    this.rows = new DocumentRows(table, runRecordSchema, "run");
   }
 
-  async get(runId: string): Promise<RunRecord | undefined> {
-    const rows = this.table.listEntities<RunEntity>({
-      queryOptions: { filter: `RowKey eq '${quoteOData(runId)}'` },
-    });
-    for await (const row of rows) return fromEntity(row);
-    return undefined;
+  create(run: RunRecord): Promise<void> {
+    return this.rows.create(run.identityId, run.runId, run);
+  }
+
+  get(runId: string): Promise<RunRecord | undefined> {
+    return this.rows.findInAnyPartition(runId);
   }
 
   /** A point read, for when the identity is known (cheaper than `get`). */
-  async find(identityId: string, runId: string): Promise<RunRecord | undefined> {
-    try {
-      return fromEntity(await this.table.getEntity<RunEntity>(identityId, runId));
-    } catch (error) {
-      if (isStatus(error, 404)) return undefined;
-      throw error;
-    }
+  find(identityId: string, runId: string): Promise<RunRecord | undefined> {
+    return this.rows.find(identityId, runId);
   }
 
   /** Newest first (run ids sort that way). */
-  async list(identityId: string, limit = RUN_LIST_LIMIT): Promise<RunRecord[]> {
-    const runs: RunRecord[] = [];
-    const rows = this.table.listEntities<RunEntity>({
-      queryOptions: { filter: `PartitionKey eq '${quoteOData(identityId)}' and RowKey lt '~'` },
-    });
-    for await (const row of rows) {
-      runs.push(fromEntity(row));
-      if (runs.length >= limit) break;
-    }
-    return runs;
+  list(identityId: string, limit = RUN_LIST_LIMIT): Promise<RunRecord[]> {
+    return this.rows.list(`PartitionKey eq '${quoteOData(identityId)}' and RowKey lt '~'`, limit);
   }
 
   /** Removes a run's record (a prune forgot it); one already gone is no error. */
@@ -148,18 +130,8 @@ export class RunStore {
   }
 
   /** Read-modify-write with the row's ETag, retried on a concurrent change. */
-  async update(identityId: string, runId: string, change: (run: RunRecord) => void): Promise<RunRecord> {
-    for (let attempt = 0; ; attempt++) {
-      const row = await this.table.getEntity<RunEntity>(identityId, runId);
-      const run = fromEntity(row);
-      change(run);
-      try {
-        await this.table.updateEntity(toEntity(run), "Replace", { etag: row.etag });
-        return run;
-      } catch (error) {
-        if (!isStatus(error, 412) || attempt >= 5) throw error;
-      }
-    }
+  update(identityId: string, runId: string, change: (run: RunRecord) => void): Promise<RunRecord> {
+    return this.rows.update(identityId, runId, change);
   }
 
   /**
@@ -232,23 +204,4 @@ export class RunStore {
 
 function lockChangedHands(): PreconditionFailedError {
   return new PreconditionFailedError("The backup lock changed hands");
-}
-
-function toEntity(run: RunRecord): RunEntity {
-  return { partitionKey: run.identityId, rowKey: run.runId, document: JSON.stringify(run) };
-}
-
-function fromEntity(row: RunEntity): RunRecord {
-  const parsed = runRecordSchema.safeParse(JSON.parse(row.document));
-  if (!parsed.success) {
-    const issue = parsed.error.issues[0];
-    throw new Error(
-      `The record of run ${row.rowKey} is damaged: ${issue?.path.join(".")}: ${issue?.message}`,
-    );
-  }
-  return parsed.data;
-}
-
-function quoteOData(value: string): string {
-  return value.replace(/'/g, "''");
 }

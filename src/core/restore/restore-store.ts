@@ -1,5 +1,6 @@
 import type { TableClient } from "@azure/data-tables";
 import { isStatus } from "../identities/table-identity-store.js";
+import { DocumentRows, quoteOData } from "../tables/document-rows.js";
 import { type ItemProgress, type RestoreRecord, restoreRecordSchema } from "./model.js";
 
 interface DocumentEntity {
@@ -17,52 +18,35 @@ interface DocumentEntity {
  *   each portal write that creates something and right after it, so a re-run finds what exists.
  */
 export class RestoreStore {
-  constructor(private readonly table: TableClient) {}
+  private readonly records: DocumentRows<typeof restoreRecordSchema>;
 
-  async create(record: RestoreRecord): Promise<void> {
-    await this.table.createEntity(recordEntity(record));
+  constructor(private readonly table: TableClient) {
+    this.records = new DocumentRows(table, restoreRecordSchema, "restore");
   }
 
-  async get(restoreId: string): Promise<RestoreRecord | undefined> {
-    const rows = this.table.listEntities<DocumentEntity>({
-      queryOptions: { filter: `RowKey eq '${quote(recordRow(restoreId))}'` },
-    });
-    for await (const row of rows) return recordOf(row);
-    return undefined;
+  create(record: RestoreRecord): Promise<void> {
+    return this.records.create(record.identityId, recordRow(record.restoreId), record);
+  }
+
+  get(restoreId: string): Promise<RestoreRecord | undefined> {
+    return this.records.findInAnyPartition(recordRow(restoreId));
   }
 
   /** Restores of an identity's backups, newest first. */
-  async list(identityId: string, limit = 100): Promise<RestoreRecord[]> {
-    const out: RestoreRecord[] = [];
-    const rows = this.table.listEntities<DocumentEntity>({
-      queryOptions: {
-        filter: `PartitionKey eq '${quote(identityId)}' and RowKey ge '~restore-' and RowKey lt '~restore.'`,
-      },
-    });
-    for await (const row of rows) {
-      out.push(recordOf(row));
-      if (out.length >= limit) break;
-    }
-    return out;
+  list(identityId: string, limit = 100): Promise<RestoreRecord[]> {
+    return this.records.list(
+      `PartitionKey eq '${quoteOData(identityId)}' and RowKey ge '~restore-' and RowKey lt '~restore.'`,
+      limit,
+    );
   }
 
   /** Read-modify-write with the row's ETag, retried on a concurrent change. */
-  async update(
+  update(
     identityId: string,
     restoreId: string,
     change: (record: RestoreRecord) => void,
   ): Promise<RestoreRecord> {
-    for (let attempt = 0; ; attempt++) {
-      const row = await this.table.getEntity<DocumentEntity>(identityId, recordRow(restoreId));
-      const record = recordOf(row);
-      change(record);
-      try {
-        await this.table.updateEntity(recordEntity(record), "Replace", { etag: row.etag });
-        return record;
-      } catch (error) {
-        if (!isStatus(error, 412) || attempt >= 5) throw error;
-      }
-    }
+    return this.records.update(identityId, recordRow(restoreId), change);
   }
 
   /**
@@ -106,7 +90,7 @@ export class RestoreStore {
 
   async *items(restoreId: string): AsyncGenerator<ItemProgress> {
     const rows = this.table.listEntities<DocumentEntity>({
-      queryOptions: { filter: `PartitionKey eq '${quote(itemPartition(restoreId))}'` },
+      queryOptions: { filter: `PartitionKey eq '${quoteOData(itemPartition(restoreId))}'` },
     });
     for await (const row of rows) yield JSON.parse(row.document) as ItemProgress;
   }
@@ -118,29 +102,6 @@ function recordRow(restoreId: string): string {
 
 function itemPartition(restoreId: string): string {
   return `~restore-${restoreId}`;
-}
-
-function recordEntity(record: RestoreRecord): DocumentEntity {
-  return {
-    partitionKey: record.identityId,
-    rowKey: recordRow(record.restoreId),
-    document: JSON.stringify(record),
-  };
-}
-
-function recordOf(row: DocumentEntity): RestoreRecord {
-  const parsed = restoreRecordSchema.safeParse(JSON.parse(row.document));
-  if (!parsed.success) {
-    const issue = parsed.error.issues[0];
-    throw new Error(
-      `The record of restore ${row.rowKey} is damaged: ${issue?.path.join(".")}: ${issue?.message}`,
-    );
-  }
-  return parsed.data;
-}
-
-function quote(value: string): string {
-  return value.replace(/'/g, "''");
 }
 
 /** A table string property holds 32K UTF-16 characters: long notes are cut, never the ids. */

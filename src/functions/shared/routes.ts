@@ -6,9 +6,12 @@ import { app, type HttpFunctionOptions, type HttpMethod } from "@azure/functions
 
 type EndpointOptions = HttpFunctionOptions & { route: string; methods: HttpMethod[] };
 
+/** A last `{*rest}` segment: one or more segments of the path. */
+const REST = Symbol("rest");
+
 interface Endpoint {
   /** Lower-case literal segments; undefined stands for a `{parameter}`. */
-  segments: Array<string | undefined>;
+  segments: Array<string | undefined | typeof REST>;
   methods: HttpMethod[];
 }
 
@@ -30,22 +33,28 @@ export function allowedMethods(path: string): HttpMethod[] {
   return [...allowed];
 }
 
-/** Only what this app's routes use: literal segments and plain `{parameter}` segments. */
+/** Only what this app's routes use: literal segments, plain `{parameter}` segments, a last `{*rest}`. */
 function parseRoute(route: string): Endpoint["segments"] {
-  return splitPath(route).map((segment) => {
+  const parts = splitPath(route);
+  return parts.map((segment, i) => {
     if (/^\{[A-Za-z][A-Za-z0-9]*\}$/.test(segment)) return undefined;
+    if (/^\{\*[A-Za-z][A-Za-z0-9]*\}$/.test(segment) && i === parts.length - 1) return REST;
     if (/[{}]/.test(segment)) {
-      throw new Error(`Route ${route}: only literal and {parameter} segments are supported here`);
+      throw new Error(
+        `Route ${route}: only literal, {parameter} and a last {*rest} segment are supported here`,
+      );
     }
     return segment.toLowerCase();
   });
 }
 
 function matches(template: Endpoint["segments"], segments: string[]): boolean {
-  return (
-    template.length === segments.length &&
-    template.every((literal, i) => literal === undefined || literal === segments[i]?.toLowerCase())
-  );
+  const rest = template[template.length - 1] === REST;
+  const fixed = rest ? template.length - 1 : template.length;
+  if (rest ? segments.length <= fixed : segments.length !== fixed) return false;
+  return template
+    .slice(0, fixed)
+    .every((literal, i) => literal === undefined || literal === segments[i]?.toLowerCase());
 }
 
 function splitPath(path: string): string[] {
