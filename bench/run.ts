@@ -13,6 +13,7 @@ const sections: Record<string, () => Promise<BenchSection>> = {
   "local-host": async () => (await import("./local-host.js")).benchLocalHost,
   pacing: async () => (await import("./pacing.js")).benchPacing,
   retention: async () => (await import("./retention.js")).benchRetention,
+  history: async () => (await import("./history.js")).benchHistory,
 };
 
 /** Sections too long for a plain `npm run bench` (about an hour): they run only when named. */

@@ -154,7 +154,13 @@ async function buildServices(): Promise<Services> {
   const itemIndex = new ItemIndex(
     await openAppTable(config.appStorage, config.itemIndexTable, lazyCredential),
   );
-  const history = new HistoryService({ identities, runs, index: itemIndex, openStore });
+  const history = new HistoryService({
+    identities,
+    runs,
+    index: itemIndex,
+    openStore,
+    cacheMaxBytes: config.cacheMaxBytes,
+  });
   const runner = new BackupRunner({
     identities,
     runs,

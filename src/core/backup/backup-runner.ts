@@ -337,7 +337,13 @@ export class BackupRunner {
   private async updateIndex(target: RunTarget, run: RunRecord): Promise<void> {
     if (!this.deps.itemIndex) return;
     try {
-      await indexRun({ store: target.store, index: this.deps.itemIndex, run });
+      await indexRun({
+        store: target.store,
+        index: this.deps.itemIndex,
+        run,
+        cacheDirectory: target.identity.cacheDirectory,
+        cacheSpace: target.cacheSpace,
+      });
     } catch (error) {
       if (isRetryableFailure(error)) throw error;
       this.deps.log.warn("Item index not updated; POST /api/identities/{id}/index/rebuild rebuilds it", {

@@ -1,6 +1,7 @@
 import type { Readable } from "node:stream";
 import { z } from "zod";
 import type { BackupStore } from "../backup/backup-store.js";
+import { cacheSpaceFor } from "../backup/cache.js";
 import { type ExportedFile, type ItemResult, versionMarkerSchema } from "../backup/export-item.js";
 import { completionMarkerName, RUN_ID_PATTERN } from "../backup/layout.js";
 import { runResults } from "../backup/manifest.js";
@@ -10,8 +11,9 @@ import type { StoredIdentity } from "../identities/identity.js";
 import type { IdentityService } from "../identities/identity-service.js";
 import { parseInput } from "../validation.js";
 import { indexRun } from "./indexer.js";
-import type { ItemIndex, ItemRow, VersionRow } from "./item-index.js";
+import type { ItemIndex, ItemRow, SearchRow, VersionRow } from "./item-index.js";
 import { jsonPatch, type PatchOperation } from "./json-patch.js";
+import { SEARCH_SNAPSHOT, snapshotRows } from "./search-snapshot.js";
 
 const ITEM_ID = /^[0-9A-Za-z_-]{1,64}$/;
 const VERSION = /^v\d{1,16}(-e\d{1,16})?$/;
@@ -81,27 +83,40 @@ export class HistoryService {
       runs: RunStore;
       index: ItemIndex;
       openStore(identity: StoredIdentity): Promise<BackupStore>;
+      /** The cache folder's budget (a rebuild writes the search snapshot through it). */
+      cacheMaxBytes: number;
     },
   ) {}
+
+  /** Each identity's search snapshot as last read, and the run that wrote it. */
+  private readonly snapshots = new Map<string, { runId: string; rows: Promise<SearchRow[]> }>();
 
   async search(identityId: string, query: unknown) {
     const input = parseInput(searchSchema, query);
     const identity = await this.deps.identities.get(identityId);
     const head = await this.deps.index.head(identity.id);
+    const rows = head ? await this.snapshot(identity, head.snapshotRunId) : [];
     const top = input.top ?? 50;
-    const page = await this.deps.index.search(identity.id, {
-      ...(input.q ? { q: input.q } : {}),
-      ...(input.type ? { type: input.type } : {}),
-      ...(input.owner ? { owner: input.owner } : {}),
-      ...(input.deleted ? { deleted: input.deleted === "true" } : {}),
-      top,
-      ...(input.continuationToken
-        ? { after: Buffer.from(input.continuationToken, "base64url").toString() }
-        : {}),
-    });
+    const after = input.continuationToken ? Buffer.from(input.continuationToken, "base64url").toString() : "";
+    const needle = input.q?.toLowerCase();
+    const deleted = input.deleted === undefined ? undefined : input.deleted === "true";
+    const items: SearchRow[] = [];
+    let next: string | undefined;
+    for (let i = firstAfter(rows, after); i < rows.length; i++) {
+      const row = rows[i] as SearchRow;
+      if (input.type && row.type !== input.type) continue;
+      if (input.owner && row.owner !== input.owner) continue;
+      if (deleted !== undefined && row.present === deleted) continue;
+      if (needle && !row.search.includes(needle)) continue;
+      if (items.length === top) {
+        next = items[items.length - 1]?.itemId;
+        break;
+      }
+      items.push(row);
+    }
     return {
-      items: page.items.map((item) => itemView(item, head?.lastRunId, head?.lastRunAt)),
-      ...(page.next ? { continuationToken: Buffer.from(page.next).toString("base64url") } : {}),
+      items: items.map((item) => itemView(item, head?.lastRunId, head?.lastRunAt)),
+      ...(next ? { continuationToken: Buffer.from(next).toString("base64url") } : {}),
     };
   }
 
@@ -110,7 +125,7 @@ export class HistoryService {
     const identity = await this.deps.identities.get(identityId);
     const item = await this.knownItem(identity.id, itemId);
     const store = await this.deps.openStore(identity);
-    const versions = await this.deps.index.versions(identity.id, item.itemId);
+    const versions = await this.deps.index.versions(item, identity.id);
     const runs = (await this.deps.runs.list(identity.id, Number.POSITIVE_INFINITY)).filter(isComplete);
     const out = [];
     for (const [i, version] of versions.entries()) {
@@ -169,7 +184,7 @@ export class HistoryService {
       z.strictObject({ from: z.string().regex(VERSION), to: z.string().regex(VERSION) }),
       query,
     );
-    const versions = await this.deps.index.versions(identity.id, item.itemId);
+    const versions = await this.deps.index.versions(item, identity.id);
     const find = (version: string, field: string) => {
       const found = versions.find((v) => v.version === version);
       if (!found) throw new ValidationError(`${field}: ${version} is not a version of item ${itemId}`, field);
@@ -245,11 +260,37 @@ export class HistoryService {
     const runs = (await this.deps.runs.list(identity.id, Number.POSITIVE_INFINITY))
       .filter((run) => run.manifest && !run.heldForDeletedItems && run.status !== "running")
       .reverse();
-    for (const run of runs) await indexRun({ store, index: this.deps.index, run });
+    const cacheSpace = cacheSpaceFor(identity.cacheDirectory, this.deps.cacheMaxBytes);
+    await store.delete(SEARCH_SNAPSHOT);
+    for (const run of runs) {
+      await indexRun({
+        store,
+        index: this.deps.index,
+        run,
+        cacheDirectory: identity.cacheDirectory,
+        cacheSpace,
+      });
+    }
+    this.snapshots.delete(identity.id);
     return { runsIndexed: runs.length };
   }
 
   // --- inside -------------------------------------------------------------------------------
+
+  /** The search snapshot's rows, read once per run that rewrote it (kept while no newer run did). */
+  private snapshot(identity: StoredIdentity, runId: string): Promise<SearchRow[]> {
+    const cached = this.snapshots.get(identity.id);
+    if (cached?.runId === runId) return cached.rows;
+    const rows = (async () => {
+      const store = await this.deps.openStore(identity);
+      const out: SearchRow[] = [];
+      for await (const row of snapshotRows(store)) out.push(row);
+      return out;
+    })();
+    rows.catch(() => this.snapshots.delete(identity.id));
+    this.snapshots.set(identity.id, { runId, rows });
+    return rows;
+  }
 
   private async knownItem(identityId: string, itemId: string): Promise<ItemRow> {
     const item = ITEM_ID.test(itemId) ? await this.deps.index.item(identityId, itemId) : undefined;
@@ -327,7 +368,19 @@ function isComplete(run: RunRecord): boolean {
   return (run.status === "completed" || run.status === "completed-with-failures") && !!run.manifest;
 }
 
-function itemView(item: ItemRow, headRunId: string | undefined, headAt: string | undefined): ItemView {
+/** The index of the first row whose item id sorts after `after` (rows are in item id order). */
+function firstAfter(rows: readonly SearchRow[], after: string): number {
+  let low = 0;
+  let high = rows.length;
+  while (low < high) {
+    const mid = (low + high) >> 1;
+    if ((rows[mid] as SearchRow).itemId <= after) low = mid + 1;
+    else high = mid;
+  }
+  return low;
+}
+
+function itemView(item: SearchRow, headRunId: string | undefined, headAt: string | undefined): ItemView {
   const seenByHead = item.present && headRunId && headAt && headAt >= item.lastSeenAt;
   return {
     itemId: item.itemId,

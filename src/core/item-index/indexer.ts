@@ -1,10 +1,12 @@
 import { z } from "zod";
 import type { BackupStore } from "../backup/backup-store.js";
+import type { CacheSpace } from "../backup/cache.js";
 import type { ItemResult } from "../backup/export-item.js";
 import { runResults } from "../backup/manifest.js";
 import type { RunRecord } from "../backup/runs.js";
 import { mapWithConcurrency } from "../concurrency.js";
-import type { ItemIndex, ItemRow, VersionRow } from "./item-index.js";
+import type { ItemIndex, ItemRow, SearchRow, VersionRow } from "./item-index.js";
+import { rewriteSnapshot } from "./search-snapshot.js";
 
 const WRITERS = 8;
 const itemTagsSchema = z.object({ tags: z.array(z.string()).nullish() }).passthrough();
@@ -13,9 +15,16 @@ const itemTagsSchema = z.object({ tags: z.array(z.string()).nullish() }).passthr
  * Brings an identity's item index up to a run that has ended with its manifest. Compared with the
  * run the index last took in (its head), only what changed is written: a new item or version, a
  * new title, owner or folder, an item gone from the org (an unfiltered complete run no longer has
- * it: it is marked deleted, last seen in the head's run) or back in it. Safe to run twice.
+ * it: it is marked deleted, last seen in the head's run) or back in it; then the search snapshot
+ * is rewritten with those rows. Safe to run twice.
  */
-export async function indexRun(options: { store: BackupStore; index: ItemIndex; run: RunRecord }) {
+export async function indexRun(options: {
+  store: BackupStore;
+  index: ItemIndex;
+  run: RunRecord;
+  cacheDirectory: string;
+  cacheSpace: CacheSpace;
+}) {
   const { store, index, run } = options;
   const identityId = run.identityId;
   const head = await index.head(identityId);
@@ -27,30 +36,39 @@ export async function indexRun(options: { store: BackupStore; index: ItemIndex; 
     if (result.status === "failed" || !result.version) continue;
     if (before.get(result.itemId) !== fingerprint(result)) changed.push(result);
   }
-  let written = 0;
+  const rows = new Map<string, SearchRow>();
   await mapWithConcurrency(changed, WRITERS, async (result) => {
-    await indexItem(store, index, identityId, run, result);
-    written++;
+    const { versions: _versions, ...row } = await indexItem(store, index, identityId, run, result);
+    rows.set(row.itemId, row);
   });
   const complete = run.status === "completed" || run.status === "completed-with-failures";
-  if (!head || !complete || run.filter) {
-    if (complete && !run.filter)
-      await index.setHead(identityId, { lastRunId: run.runId, lastRunAt: run.startedAt });
-    return { changed: written, deleted: 0 };
-  }
-  const gone = [...before.keys()].filter((itemId) => !seen.has(itemId));
-  await mapWithConcurrency(gone, WRITERS, async (itemId) => {
-    const item = await index.item(identityId, itemId);
-    if (!item?.present) return;
-    await index.putItem(identityId, {
-      ...item,
-      present: false,
-      lastSeenRunId: head.lastRunId,
-      lastSeenAt: head.lastRunAt,
+  const unfiltered = complete && !run.filter;
+  if (head && unfiltered) {
+    const gone = [...before.keys()].filter((itemId) => !seen.has(itemId));
+    await mapWithConcurrency(gone, WRITERS, async (itemId) => {
+      const item = await index.item(identityId, itemId);
+      if (!item?.present) return;
+      const deleted = { ...item, present: false, lastSeenRunId: head.lastRunId, lastSeenAt: head.lastRunAt };
+      await index.putItem(identityId, deleted);
+      const { versions: _versions, ...row } = deleted;
+      rows.set(itemId, row);
     });
+  }
+  const rewrite = rows.size > 0 || !head;
+  if (rewrite) {
+    await rewriteSnapshot({
+      store,
+      changes: rows,
+      cacheDirectory: options.cacheDirectory,
+      cacheSpace: options.cacheSpace,
+    });
+  }
+  await index.setHead(identityId, {
+    lastRunId: unfiltered || !head ? run.runId : head.lastRunId,
+    lastRunAt: unfiltered || !head ? run.startedAt : head.lastRunAt,
+    snapshotRunId: rewrite || !head ? run.runId : head.snapshotRunId,
   });
-  await index.setHead(identityId, { lastRunId: run.runId, lastRunAt: run.startedAt });
-  return { changed: written, deleted: gone.length };
+  return { changed: rows.size };
 }
 
 /** What of an item the index keeps, as one string: a change of any of it is written. */
@@ -72,7 +90,7 @@ async function indexItem(
   identityId: string,
   run: RunRecord,
   result: ItemResult,
-): Promise<void> {
+): Promise<ItemRow> {
   const version = result.version as string;
   const isNew = await index.addVersion(identityId, versionRowOf(result, run));
   const known = await index.item(identityId, result.itemId);
@@ -93,8 +111,12 @@ async function indexItem(
     lastSeenAt: run.startedAt,
     lastVersion: newest ? version : (known?.lastVersion ?? version),
     versionCount: (known?.versionCount ?? 0) + (isNew ? 1 : 0),
+    versions: JSON.stringify(
+      [...new Set([...(known ? (JSON.parse(known.versions) as string[]) : []), version])].sort(),
+    ),
   };
   await index.putItem(identityId, row);
+  return row;
 }
 
 function versionRowOf(result: ItemResult, run: RunRecord): VersionRow {

@@ -32,8 +32,14 @@ const itemRowSchema = z.object({
   lastSeenAt: z.string(),
   lastVersion: z.string(),
   versionCount: z.number().int(),
+  /** The item's versions, oldest first (JSON): read one by one, never by a query. */
+  versions: z.string(),
 });
 export type ItemRow = z.infer<typeof itemRowSchema> & { itemId: string };
+
+/** An item as the search snapshot holds it (the item row less its version list). */
+export const searchRowSchema = itemRowSchema.omit({ versions: true }).extend({ itemId: z.string() });
+export type SearchRow = z.infer<typeof searchRowSchema>;
 
 const versionFileSchema = z.object({
   path: z.string(),
@@ -72,20 +78,11 @@ export interface VersionRow {
 }
 
 export interface IndexHead {
+  /** The newest complete unfiltered run indexed: what "deleted" is relative to. */
   lastRunId: string;
   lastRunAt: string;
-}
-
-export interface ItemQuery {
-  /** Matched (case-insensitively) against title, tags and item id. */
-  q?: string;
-  type?: string;
-  owner?: string;
-  /** true: only items no longer in the org; false: only items still there. */
-  deleted?: boolean;
-  top: number;
-  /** The last item id of the previous page. */
-  after?: string;
+  /** The run whose indexing wrote the search snapshot last (a search cache is as new as this). */
+  snapshotRunId: string;
 }
 
 const HEAD_PARTITION = "head";
@@ -97,7 +94,9 @@ export class ItemIndex {
 
   async head(identityId: string): Promise<IndexHead | undefined> {
     const row = await this.read(HEAD_PARTITION, identityId);
-    const parsed = z.object({ lastRunId: z.string(), lastRunAt: z.string() }).safeParse(row);
+    const parsed = z
+      .object({ lastRunId: z.string(), lastRunAt: z.string(), snapshotRunId: z.string() })
+      .safeParse(row);
     return parsed.success ? parsed.data : undefined;
   }
 
@@ -144,39 +143,13 @@ export class ItemIndex {
     }
   }
 
-  /** The item's versions, oldest first (versions sort by their `modified`). */
-  async versions(identityId: string, itemId: string): Promise<VersionRow[]> {
-    const out: VersionRow[] = [];
-    const filter = `PartitionKey eq '${quoteOData(versionPartition(identityId, itemId))}'`;
-    for await (const row of this.table.listEntities<Record<string, unknown>>({ queryOptions: { filter } })) {
-      out.push(toVersion(itemId, String(row.rowKey), row));
-    }
-    return out;
-  }
-
-  /**
-   * A page of the identity's items in item id order: type, owner and deleted are filtered by the
-   * table, `q` here. `next` is the last item id looked at when more may follow.
-   */
-  async search(identityId: string, query: ItemQuery): Promise<{ items: ItemRow[]; next?: string }> {
-    const clauses = [`PartitionKey eq '${quoteOData(itemPartition(identityId))}'`];
-    if (query.after) clauses.push(`RowKey gt '${quoteOData(query.after)}'`);
-    if (query.type) clauses.push(`type eq '${quoteOData(query.type)}'`);
-    if (query.owner) clauses.push(`owner eq '${quoteOData(query.owner)}'`);
-    if (query.deleted !== undefined) clauses.push(`present eq ${query.deleted ? "false" : "true"}`);
-    const needle = query.q?.toLowerCase();
-    const items: ItemRow[] = [];
-    for await (const row of this.table.listEntities<Record<string, unknown>>({
-      queryOptions: { filter: clauses.join(" and ") },
-    })) {
-      const item = toItem(String(row.rowKey), row);
-      if (needle && !item.search.includes(needle)) continue;
-      items.push(item);
-      if (items.length > query.top) break;
-    }
-    if (items.length <= query.top) return { items };
-    items.pop();
-    return { items, next: items[items.length - 1]?.itemId };
+  /** The item's versions, oldest first: point reads of the versions its row lists. */
+  async versions(item: ItemRow, identityId: string): Promise<VersionRow[]> {
+    const versions = z.array(z.string()).parse(JSON.parse(item.versions));
+    const rows = await Promise.all(
+      versions.map((version) => this.read(versionPartition(identityId, item.itemId), version)),
+    );
+    return rows.flatMap((row, i) => (row ? [toVersion(item.itemId, versions[i] as string, row)] : []));
   }
 
   /** Everything of an identity's index, for a rebuild. */
