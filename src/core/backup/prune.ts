@@ -129,8 +129,10 @@ async function holdDeletedItems(
   if (!newestComplete || keepDeletedDays === 0) return;
   const seen = new Set<string>();
   for await (const item of itemsOfRun(store, newestComplete.decision)) seen.add(item.itemId);
+  const newestAt = Date.parse(newestComplete.run.startedAt);
   for (const { run, decision } of newestFirst) {
-    if (decision === newestComplete.decision) continue;
+    // A newer run is a cancelled or failed one: what only it saw was created, not deleted.
+    if (decision === newestComplete.decision || Date.parse(run.startedAt) > newestAt) continue;
     const until = Date.parse(run.endedAt ?? run.startedAt) + keepDeletedDays * DAY_MS;
     const holds = decision.action === "forget" && until > now.getTime();
     const held: string[] = [];
