@@ -94,12 +94,9 @@ export async function previousRunOf(store: BackupStore, runId: string): Promise<
   const resultBlobs: string[] = [];
   for await (const name of store.list(runResultsPrefix(runId))) resultBlobs.push(name);
   const items = new Map<string, PreviousCapture>();
-  const blobs = await mapWithConcurrency(
-    resultBlobs,
-    LISTING_CONCURRENCY,
-    async (name) => (await store.readJson(name, batchResultsSchema)) ?? [],
-  );
-  blobs.forEach((results, blob) => {
+  // Each blob's results are dropped once their ids are noted: never the whole run in memory.
+  await mapWithConcurrency(resultBlobs, LISTING_CONCURRENCY, async (name, blob) => {
+    const results = (await store.readJson(name, batchResultsSchema)) ?? [];
     results.forEach((result, position) => {
       if (result.status !== "failed" && result.version) {
         items.set(result.itemId, { version: result.version, blob, position });
