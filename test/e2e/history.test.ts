@@ -26,9 +26,13 @@ async function runBackup() {
 beforeAll(async () => {
   app = await startAppHarness({ sim: { size: "tiny", seed: 23 } });
   identityId = (await app.createIdentity()).body.id as string;
-  first = await runBackup();
   const items = [...app.sim.model.items()];
   const map = items.find((i) => i.type === "Web Map");
+  if (map) {
+    const at = app.sim.model.indexOf(map.id) as number;
+    app.sim.model.putResource(at, "config/settings.json", Buffer.from(JSON.stringify({ basemap: "topo" })));
+  }
+  first = await runBackup();
   const dashboard = items.find((i) => i.type === "Dashboard");
   if (!map || !dashboard) throw new Error("the org lacks a web map or a dashboard");
   mapId = map.id;
@@ -43,6 +47,7 @@ beforeAll(async () => {
   const json = JSON.parse(data.text) as { operationalLayers?: unknown[] };
   json.operationalLayers = [...(json.operationalLayers ?? []), { id: "added", title: "Added layer" }];
   app.sim.model.setItemData(index, { kind: "json", text: JSON.stringify(json) });
+  app.sim.model.putResource(index, "config/settings.json", Buffer.from(JSON.stringify({ basemap: "imagery" })));
   app.sim.model.touch(index);
   app.sim.model.deleteIndex(app.sim.model.indexOf(deletedId) as number);
   second = await runBackup();
@@ -143,6 +148,10 @@ describe("an item's history", () => {
     expect(diff.body.patches.data).toContainEqual(
       expect.objectContaining({ op: "add", value: { id: "added", title: "Added layer" } }),
     );
+    expect(diff.body.resources.changed).toEqual(["config/settings.json"]);
+    expect(diff.body.patches.resources["config/settings.json"]).toEqual([
+      { op: "replace", path: "/basemap", value: "imagery" },
+    ]);
   });
 
   test("a version found in the history restores by its run", async () => {

@@ -67,7 +67,12 @@ export interface ItemChange {
   sharing?: { from: { access: string; groups: string[] }; to: { access: string; groups: string[] } };
   features?: Record<string, { from: number | null; to: number | null }>;
   /** RFC 6902 JSON Patches from the older to the newer: the item JSON and, for JSON items, the data. */
-  patches?: { item?: PatchOperation[]; data?: PatchOperation[] };
+  patches?: {
+    item?: PatchOperation[];
+    data?: PatchOperation[];
+    /** JSON resources that changed, by their name in the portal. */
+    resources?: Record<string, PatchOperation[]>;
+  };
 }
 
 /**
@@ -482,6 +487,18 @@ async function compareFiles(
   if (patch && parts.has("data") && dataBefore?.path === "data.json" && dataAfter?.path === "data.json") {
     const [a, b] = await Promise.all([readJsonFile(store, dataBefore), readJsonFile(store, dataAfter)]);
     if (a !== undefined && b !== undefined) change.patches = { ...change.patches, data: jsonPatch(a, b) };
+  }
+  if (patch) {
+    const resources: Record<string, PatchOperation[]> = {};
+    const old = new Map(before.filter((f) => f.kind === "resource").map((f) => [f.path, f]));
+    for (const file of after) {
+      const was = old.get(file.path);
+      if (file.kind !== "resource" || !was || was.sha256 === file.sha256 || !/\.json$/i.test(file.path))
+        continue;
+      const [a, b] = await Promise.all([readJsonFile(store, was), readJsonFile(store, file)]);
+      if (a !== undefined && b !== undefined) resources[file.originalName ?? file.path] = jsonPatch(a, b);
+    }
+    if (Object.keys(resources).length > 0) change.patches = { ...change.patches, resources };
   }
   return change;
 }
