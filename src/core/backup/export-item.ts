@@ -93,6 +93,8 @@ export const itemResultSchema = z.object({
   folderTitle: z.string().nullable(),
   access: z.string(),
   groups: z.array(z.string()),
+  /** The item's tags as listed (absent from results written before they were recorded). */
+  tags: z.array(z.string()).optional(),
   status: z.enum(ITEM_STATUSES),
   version: z.string().optional(),
   files: z.array(exportedFileSchema),
@@ -200,6 +202,7 @@ export function resultFor(record: InventoryRecord): ItemResult {
     folderTitle: record.folderTitle,
     access: record.access,
     groups: record.groups,
+    ...(record.item?.tags ? { tags: record.item.tags } : {}),
     status: "failed",
     files: [],
     bytes: 0,
@@ -237,6 +240,7 @@ export async function exportItem(ctx: ItemExportContext, record: InventoryRecord
     // The listing's item JSON is the item JSON; fetch it only for records made without one.
     const item =
       record.item ?? (await ctx.portal.json<PortalItem>(`content/items/${record.id}`, {}, { method: "GET" }));
+    if (!base.tags && item.tags) base.tags = item.tags;
     const reusable = await reusableFilesOf(ctx.store, record.id, record.previousVersion);
     const writer = versionWriter(ctx, prefix, reusable);
     const notes: string[] = [];

@@ -5,10 +5,12 @@ import type { ItemResult } from "../backup/export-item.js";
 import { runResults } from "../backup/manifest.js";
 import type { RunRecord } from "../backup/runs.js";
 import { mapWithConcurrency } from "../concurrency.js";
-import type { ItemIndex, ItemRow, SearchRow, VersionRow } from "./item-index.js";
-import { rewriteSnapshot } from "./search-snapshot.js";
+import type { ItemIndex, ItemRow, VersionRow } from "./item-index.js";
+import { rewriteSnapshot, snapshotLine } from "./search-snapshot.js";
 
 const WRITERS = 8;
+/** Changed items read from the run's results before their rows are written. */
+const INDEX_BATCH = 500;
 const itemTagsSchema = z.object({ tags: z.array(z.string()).nullish() }).passthrough();
 
 /**
@@ -29,18 +31,25 @@ export async function indexRun(options: {
   const identityId = run.identityId;
   const head = await index.head(identityId);
   const before = head ? await fingerprints(store, head.lastRunId) : new Map<string, string>();
-  const changed: ItemResult[] = [];
   const seen = new Set<string>();
+  // The snapshot lines of what changed, serialised: a first run of 100,000 items changes them all.
+  const rows = new Map<string, string>();
+  let batch: ItemResult[] = [];
+  const flush = async () => {
+    await mapWithConcurrency(batch, WRITERS, async (result) => {
+      const { versions: _versions, ...row } = await indexItem(store, index, identityId, run, result);
+      rows.set(row.itemId, snapshotLine(row));
+    });
+    batch = [];
+  };
   for await (const result of runResults(store, run.runId)) {
     seen.add(result.itemId);
     if (result.status === "failed" || !result.version) continue;
-    if (before.get(result.itemId) !== fingerprint(result)) changed.push(result);
+    if (before.get(result.itemId) === fingerprint(result)) continue;
+    batch.push(result);
+    if (batch.length >= INDEX_BATCH) await flush();
   }
-  const rows = new Map<string, SearchRow>();
-  await mapWithConcurrency(changed, WRITERS, async (result) => {
-    const { versions: _versions, ...row } = await indexItem(store, index, identityId, run, result);
-    rows.set(row.itemId, row);
-  });
+  await flush();
   const complete = run.status === "completed" || run.status === "completed-with-failures";
   const unfiltered = complete && !run.filter;
   if (head && unfiltered) {
@@ -51,7 +60,7 @@ export async function indexRun(options: {
       const deleted = { ...item, present: false, lastSeenRunId: head.lastRunId, lastSeenAt: head.lastRunAt };
       await index.putItem(identityId, deleted);
       const { versions: _versions, ...row } = deleted;
-      rows.set(itemId, row);
+      rows.set(itemId, snapshotLine(row));
     });
   }
   const rewrite = rows.size > 0 || !head;
@@ -94,7 +103,8 @@ async function indexItem(
   const version = result.version as string;
   const isNew = await index.addVersion(identityId, versionRowOf(result, run));
   const known = await index.item(identityId, result.itemId);
-  const tags = known && !isNew ? JSON.parse(known.tags) : await tagsOf(store, result);
+  const tags =
+    result.tags ?? (known && !isNew ? (JSON.parse(known.tags) as string[]) : await tagsOf(store, result));
   const newest = !known || version >= known.lastVersion;
   const row: ItemRow = {
     itemId: result.itemId,

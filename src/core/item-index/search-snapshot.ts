@@ -15,23 +15,24 @@ export const SEARCH_SNAPSHOT = "index/items.ndjson";
 
 export async function rewriteSnapshot(options: {
   store: BackupStore;
-  /** The rows that changed (new, updated, deleted), by item id. */
-  changes: ReadonlyMap<string, SearchRow>;
+  /** The lines of the rows that changed (new, updated, deleted), by item id (see snapshotLine). */
+  changes: ReadonlyMap<string, string>;
   cacheDirectory: string;
   cacheSpace: CacheSpace;
 }): Promise<void> {
   const { store, changes } = options;
   const pending = [...changes.keys()].sort();
+  const changed = (itemId: string) => Buffer.from(changes.get(itemId) ?? "");
   async function* lines(): AsyncGenerator<Buffer> {
     let next = 0;
     for await (const row of snapshotRows(store)) {
       while (next < pending.length && (pending[next] as string) < row.itemId) {
-        yield line(changes.get(pending[next++] as string));
+        yield changed(pending[next++] as string);
       }
-      if (pending[next] === row.itemId) yield line(changes.get(pending[next++] as string));
-      else yield line(row);
+      if (pending[next] === row.itemId) yield changed(pending[next++] as string);
+      else yield Buffer.from(snapshotLine(row));
     }
-    while (next < pending.length) yield line(changes.get(pending[next++] as string));
+    while (next < pending.length) yield changed(pending[next++] as string);
   }
   const file = await streamToCache(Readable.from(lines()), options.cacheDirectory, options.cacheSpace);
   try {
@@ -53,6 +54,7 @@ export async function* snapshotRows(store: BackupStore): AsyncGenerator<SearchRo
   }
 }
 
-function line(row: SearchRow | undefined): Buffer {
-  return Buffer.from(`${JSON.stringify(row)}\n`);
+/** A row as a line of the snapshot. */
+export function snapshotLine(row: SearchRow): string {
+  return `${JSON.stringify(row)}\n`;
 }
