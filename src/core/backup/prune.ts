@@ -1,4 +1,5 @@
 import { z } from "zod";
+import { mapWithConcurrency } from "../concurrency.js";
 import { isImmutabilityRefusal } from "../storage/storage-errors.js";
 import { schemaVersion } from "../stored-document.js";
 import type { BackupStore } from "./backup-store.js";
@@ -64,6 +65,9 @@ export interface RunCounts {
 }
 
 const SAMPLE = 20;
+/** Deletes in flight, and unreferenced blobs gathered from the listing before they are deleted. */
+const DELETERS = 8;
+const DELETE_BATCH = 500;
 
 /**
  * Decides each run's fate: the identity's policy (see retention.ts), plus the runs a running
@@ -197,18 +201,27 @@ export async function sweepItems(store: BackupStore, marks: ReadonlySet<string>,
     bytesKeptByPolicy: 0,
     keptByPolicySample: [],
   };
+  let batch: Array<{ name: string; size: number }> = [];
+  const flush = async () => {
+    await mapWithConcurrency(batch, DELETERS, async (blob) => {
+      const outcome = dryRun ? "deleted" : await store.delete(blob.name);
+      if (outcome === "deleted") {
+        counts.blobsDeleted++;
+        counts.bytesDeleted += blob.size;
+      } else if (outcome === "kept-by-policy") {
+        counts.blobsKeptByPolicy++;
+        counts.bytesKeptByPolicy += blob.size;
+        if (counts.keptByPolicySample.length < SAMPLE) counts.keptByPolicySample.push(blob.name);
+      }
+    });
+    batch = [];
+  };
   for await (const blob of store.listSized(ITEMS_PREFIX)) {
     if (marks.has(blob.name)) continue;
-    const outcome = dryRun ? "deleted" : await store.delete(blob.name);
-    if (outcome === "deleted") {
-      counts.blobsDeleted++;
-      counts.bytesDeleted += blob.size;
-    } else if (outcome === "kept-by-policy") {
-      counts.blobsKeptByPolicy++;
-      counts.bytesKeptByPolicy += blob.size;
-      if (counts.keptByPolicySample.length < SAMPLE) counts.keptByPolicySample.push(blob.name);
-    }
+    batch.push(blob);
+    if (batch.length >= DELETE_BATCH) await flush();
   }
+  await flush();
   return counts;
 }
 
