@@ -47,7 +47,11 @@ beforeAll(async () => {
   const json = JSON.parse(data.text) as { operationalLayers?: unknown[] };
   json.operationalLayers = [...(json.operationalLayers ?? []), { id: "added", title: "Added layer" }];
   app.sim.model.setItemData(index, { kind: "json", text: JSON.stringify(json) });
-  app.sim.model.putResource(index, "config/settings.json", Buffer.from(JSON.stringify({ basemap: "imagery" })));
+  app.sim.model.putResource(
+    index,
+    "config/settings.json",
+    Buffer.from(JSON.stringify({ basemap: "imagery" })),
+  );
   app.sim.model.touch(index);
   app.sim.model.deleteIndex(app.sim.model.indexOf(deletedId) as number);
   second = await runBackup();
