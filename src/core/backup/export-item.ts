@@ -77,6 +77,8 @@ export const versionMarkerSchema = z.object({
   notes: z.array(z.string()),
   /** Counts a restore checks against (features per layer, attachments). */
   counts: counts.optional(),
+  /** The item's tags at this version (for the index; absent from older markers). */
+  tags: z.array(z.string()).optional(),
 });
 export type VersionMarker = z.infer<typeof versionMarkerSchema>;
 
@@ -294,6 +296,7 @@ export async function exportItem(ctx: ItemExportContext, record: InventoryRecord
       files: dedupe(writer.files),
       notes,
       ...(counts ? { counts } : {}),
+      ...(item.tags ? { tags: item.tags } : {}),
     };
     await ctx.store.uploadJson(completionMarkerName(item.id, version), marker);
     const result = resultOfMarker(base, marker, ctx.runId);
@@ -324,6 +327,7 @@ function resultOfMarker(base: ItemResult, marker: VersionMarker, runId: string):
     bytes: exported ? uploadedBytes(marker.files) : 0,
     notes: marker.notes,
     ...(marker.counts ? { counts: marker.counts } : {}),
+    ...(base.tags || marker.tags ? { tags: base.tags ?? marker.tags } : {}),
   };
 }
 
