@@ -8,7 +8,8 @@ import { mapWithConcurrency } from "../concurrency.js";
 import type { ItemIndex, ItemRow, VersionRow } from "./item-index.js";
 import { rewriteSnapshot, snapshotLine } from "./search-snapshot.js";
 
-const WRITERS = 8;
+/** Item rows read at once (writes go in transactions of 100). */
+const READERS = 8;
 /** Changed items read from the run's results before their rows are written. */
 const INDEX_BATCH = 500;
 const itemTagsSchema = z.object({ tags: z.array(z.string()).nullish() }).passthrough();
@@ -36,10 +37,18 @@ export async function indexRun(options: {
   const rows = new Map<string, string>();
   let batch: ItemResult[] = [];
   const flush = async () => {
-    await mapWithConcurrency(batch, WRITERS, async (result) => {
-      const { versions: _versions, ...row } = await indexItem(store, index, identityId, run, result);
-      rows.set(row.itemId, snapshotLine(row));
-    });
+    const indexed = await mapWithConcurrency(batch, READERS, (result) =>
+      indexItem(store, index, identityId, run, result),
+    );
+    await index.putRows(
+      identityId,
+      indexed.map((entry) => entry.row),
+      indexed.flatMap((entry) => (entry.version ? [entry.version] : [])),
+    );
+    for (const { row } of indexed) {
+      const { versions: _versions, ...searchRow } = row;
+      rows.set(row.itemId, snapshotLine(searchRow));
+    }
     batch = [];
   };
   for await (const result of runResults(store, run.runId)) {
@@ -54,14 +63,15 @@ export async function indexRun(options: {
   const unfiltered = complete && !run.filter;
   if (head && unfiltered) {
     const gone = [...before.keys()].filter((itemId) => !seen.has(itemId));
-    await mapWithConcurrency(gone, WRITERS, async (itemId) => {
-      const item = await index.item(identityId, itemId);
-      if (!item?.present) return;
-      const deleted = { ...item, present: false, lastSeenRunId: head.lastRunId, lastSeenAt: head.lastRunAt };
-      await index.putItem(identityId, deleted);
-      const { versions: _versions, ...row } = deleted;
-      rows.set(itemId, snapshotLine(row));
-    });
+    const deleted = (
+      await mapWithConcurrency(gone, READERS, async (itemId) => {
+        const item = await index.item(identityId, itemId);
+        if (!item?.present) return [];
+        return [{ ...item, present: false, lastSeenRunId: head.lastRunId, lastSeenAt: head.lastRunAt }];
+      })
+    ).flat();
+    await index.putRows(identityId, deleted, []);
+    for (const { versions: _versions, ...row } of deleted) rows.set(row.itemId, snapshotLine(row));
   }
   const rewrite = rows.size > 0 || !head;
   if (rewrite) {
@@ -99,10 +109,11 @@ async function indexItem(
   identityId: string,
   run: RunRecord,
   result: ItemResult,
-): Promise<ItemRow> {
+): Promise<{ row: ItemRow; version?: VersionRow }> {
   const version = result.version as string;
-  const isNew = await index.addVersion(identityId, versionRowOf(result, run));
   const known = await index.item(identityId, result.itemId);
+  const knownVersions = known ? (JSON.parse(known.versions) as string[]) : [];
+  const isNew = !knownVersions.includes(version);
   const tags =
     result.tags ?? (known && !isNew ? (JSON.parse(known.tags) as string[]) : await tagsOf(store, result));
   const newest = !known || version >= known.lastVersion;
@@ -121,12 +132,9 @@ async function indexItem(
     lastSeenAt: run.startedAt,
     lastVersion: newest ? version : (known?.lastVersion ?? version),
     versionCount: (known?.versionCount ?? 0) + (isNew ? 1 : 0),
-    versions: JSON.stringify(
-      [...new Set([...(known ? (JSON.parse(known.versions) as string[]) : []), version])].sort(),
-    ),
+    versions: JSON.stringify([...new Set([...knownVersions, version])].sort()),
   };
-  await index.putItem(identityId, row);
-  return row;
+  return isNew ? { row, version: versionRowOf(result, run) } : { row };
 }
 
 function versionRowOf(result: ItemResult, run: RunRecord): VersionRow {

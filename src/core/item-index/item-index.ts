@@ -10,7 +10,7 @@ import { quoteOData } from "../tables/document-rows.js";
  * - items: partition `items~<identityId>`, row = item id: the last known title, type, owner,
  *   folder and tags, when and in which run it was first seen, its version count and newest version,
  *   and whether it is still in the org (`present`) or, if not, the last run that saw it;
- * - versions: partition `versions~<identityId>~<itemId>`, row = version: when and in which run it
+ * - versions: partition `versions~<identityId>`, row = `<itemId>~<version>`: when and in which run it
  *   was first captured, its files (paths, sizes, hashes; attachments counted), feature counts and
  *   sharing;
  * - the head: partition `head`, row = identity id: the newest complete unfiltered run indexed.
@@ -86,6 +86,8 @@ export interface IndexHead {
 }
 
 const HEAD_PARTITION = "head";
+/** Entities in one entity group transaction (the service's limit). */
+const TRANSACTION_SIZE = 100;
 /** A table string property holds 32K UTF-16 characters. */
 const MAX_PROPERTY_CHARS = 30_000;
 
@@ -109,37 +111,27 @@ export class ItemIndex {
     return row ? toItem(itemId, row) : undefined;
   }
 
-  async putItem(identityId: string, item: ItemRow): Promise<void> {
-    const { itemId, ...fields } = item;
-    await this.table.upsertEntity(
-      { partitionKey: itemPartition(identityId), rowKey: itemId, ...fields },
-      "Replace",
-    );
-  }
-
-  /** Records a version; false when it was recorded already (a run indexed twice, a rebuild). */
-  async addVersion(identityId: string, version: VersionRow): Promise<boolean> {
-    const files = JSON.stringify(version.files);
-    try {
-      await this.table.createEntity({
-        partitionKey: versionPartition(identityId, version.itemId),
-        rowKey: version.version,
-        modified: version.modified,
-        firstRunId: version.firstRunId,
-        firstSeenAt: version.firstSeenAt,
-        title: version.title,
-        access: version.access,
-        groups: JSON.stringify(version.groups),
-        // An item with very many resources keeps the first of them here; its marker has all.
-        files: files.length <= MAX_PROPERTY_CHARS ? files : JSON.stringify(trimFiles(version.files)),
-        attachments: version.attachments.count,
-        attachmentBytes: version.attachments.bytes,
-        counts: JSON.stringify(version.counts),
-      });
-      return true;
-    } catch (error) {
-      if (isStatus(error, 409)) return false;
-      throw error;
+  /**
+   * Writes item and version rows (upserts, so a run indexed twice writes the same), a hundred to
+   * an entity group transaction: one partition holds an identity's items, one its versions.
+   */
+  async putRows(
+    identityId: string,
+    items: readonly ItemRow[],
+    versions: readonly VersionRow[],
+  ): Promise<void> {
+    const itemEntities = items.map(({ itemId, ...fields }) => ({
+      partitionKey: itemPartition(identityId),
+      rowKey: itemId,
+      ...fields,
+    }));
+    const versionEntities = versions.map((version) => versionEntity(identityId, version));
+    for (const entities of [itemEntities, versionEntities]) {
+      for (let i = 0; i < entities.length; i += TRANSACTION_SIZE) {
+        await this.table.submitTransaction(
+          entities.slice(i, i + TRANSACTION_SIZE).map((entity) => ["upsert", entity, "Replace"] as const),
+        );
+      }
     }
   }
 
@@ -147,19 +139,14 @@ export class ItemIndex {
   async versions(item: ItemRow, identityId: string): Promise<VersionRow[]> {
     const versions = z.array(z.string()).parse(JSON.parse(item.versions));
     const rows = await Promise.all(
-      versions.map((version) => this.read(versionPartition(identityId, item.itemId), version)),
+      versions.map((version) => this.read(versionPartition(identityId), versionRowKey(item.itemId, version))),
     );
     return rows.flatMap((row, i) => (row ? [toVersion(item.itemId, versions[i] as string, row)] : []));
   }
 
   /** Everything of an identity's index, for a rebuild. */
   async clear(identityId: string): Promise<void> {
-    const partitions = [itemPartition(identityId)];
-    const filter = `PartitionKey eq '${quoteOData(itemPartition(identityId))}'`;
-    for await (const row of this.table.listEntities({ queryOptions: { filter, select: ["RowKey"] } })) {
-      partitions.push(versionPartition(identityId, String(row.rowKey)));
-    }
-    for (const partition of partitions) {
+    for (const partition of [itemPartition(identityId), versionPartition(identityId)]) {
       const rows = this.table.listEntities({
         queryOptions: { filter: `PartitionKey eq '${quoteOData(partition)}'`, select: ["RowKey"] },
       });
@@ -184,8 +171,32 @@ function itemPartition(identityId: string): string {
   return `items~${identityId}`;
 }
 
-function versionPartition(identityId: string, itemId: string): string {
-  return `versions~${identityId}~${itemId}`;
+function versionPartition(identityId: string): string {
+  return `versions~${identityId}`;
+}
+
+/** Item ids and versions hold no `~` (item ids are [0-9A-Za-z_-], versions v<digits>[-e<digits>]). */
+function versionRowKey(itemId: string, version: string): string {
+  return `${itemId}~${version}`;
+}
+
+function versionEntity(identityId: string, version: VersionRow) {
+  const files = JSON.stringify(version.files);
+  return {
+    partitionKey: versionPartition(identityId),
+    rowKey: versionRowKey(version.itemId, version.version),
+    modified: version.modified,
+    firstRunId: version.firstRunId,
+    firstSeenAt: version.firstSeenAt,
+    title: version.title,
+    access: version.access,
+    groups: JSON.stringify(version.groups),
+    // An item with very many resources keeps the first of them here; its marker has all.
+    files: files.length <= MAX_PROPERTY_CHARS ? files : JSON.stringify(trimFiles(version.files)),
+    attachments: version.attachments.count,
+    attachmentBytes: version.attachments.bytes,
+    counts: JSON.stringify(version.counts),
+  };
 }
 
 function toItem(itemId: string, row: Record<string, unknown>): ItemRow {
