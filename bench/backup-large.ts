@@ -1,5 +1,5 @@
 import { execFileSync } from "node:child_process";
-import { mkdtemp, rm } from "node:fs/promises";
+import { mkdtemp } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import { BlobServiceClient } from "@azure/storage-blob";
@@ -17,6 +17,7 @@ import {
   registerIdentity,
   rssMb,
   startApp,
+  stopApp,
   timedBackup,
   UNPACED_BUDGET,
 } from "./backup-support.js";
@@ -121,9 +122,7 @@ export const benchBackupLarge: BenchSection = async ({ quick }): Promise<BenchRe
     }
   } finally {
     await small.close();
-    app.host.child.kill("SIGTERM");
-    await azurite.stop();
-    await rm(workDir, { recursive: true, force: true });
+    await stopApp(app, azurite, workDir);
   }
   return { name: "backup-large", metrics, ratios };
 };

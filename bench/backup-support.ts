@@ -1,5 +1,5 @@
 import { randomBytes } from "node:crypto";
-import { readFile } from "node:fs/promises";
+import { readFile, rm } from "node:fs/promises";
 import { request as httpRequest } from "node:http";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
@@ -78,6 +78,13 @@ function statusFieldMb(pid: number | undefined, field: string): Promise<number> 
 export interface BenchApp {
   host: SpawnedHost;
   tableSuffix: string;
+}
+
+/** Stops what a backup bench started: the app, the emulator, and its work folder. */
+export async function stopApp(app: BenchApp, azurite: RunningAzurite, workDir: string): Promise<void> {
+  app.host.child.kill("SIGTERM");
+  await azurite.stop();
+  await rm(workDir, { recursive: true, force: true });
 }
 
 export async function startApp(azurite: RunningAzurite, workDir: string): Promise<BenchApp> {

@@ -1,5 +1,5 @@
 import { execFileSync } from "node:child_process";
-import { mkdtemp, rm } from "node:fs/promises";
+import { mkdtemp } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import { TableClient } from "@azure/data-tables";
@@ -15,7 +15,7 @@ import { BlobBackupStore } from "../src/core/storage/blob-backup-store.js";
 import { startPortalSim } from "../test/portal-sim/index.js";
 import { unit } from "../test/portal-sim/prng.js";
 import { startAzurite } from "../tools/azurite.js";
-import { api, REPO, registerIdentity, startApp } from "./backup-support.js";
+import { api, REPO, registerIdentity, startApp, stopApp } from "./backup-support.js";
 import type { BenchResult, BenchSection } from "./types.js";
 
 /**
@@ -113,9 +113,7 @@ export const benchHistory: BenchSection = async ({ quick }): Promise<BenchResult
     });
   } finally {
     await sim.close();
-    app.host.child.kill("SIGTERM");
-    await azurite.stop();
-    await rm(workDir, { recursive: true, force: true });
+    await stopApp(app, azurite, workDir);
   }
   return { name: "history", metrics, ratios };
 };
