@@ -22,6 +22,7 @@ import {
   writePlan,
 } from "./prune.js";
 import { newPruneRecord, type PruneCounts, type PruneRecord, type PruneStore } from "./prune-store.js";
+import { isCompleteRun } from "./retention.js";
 import type { RunStore } from "./runs.js";
 
 export const PRUNE_ORCHESTRATOR = "pruneOrchestrator";
@@ -125,8 +126,7 @@ export class PruneService {
   async afterScheduledBackup(identityId: string, runId: string): Promise<string | null> {
     const identity = await this.deps.identities.get(identityId);
     const run = await this.deps.runs.find(identityId, runId);
-    const completed = run?.status === "completed" || run?.status === "completed-with-failures";
-    if (!identity.retention || run?.trigger !== "schedule" || !completed) return null;
+    if (!identity.retention || run?.trigger !== "schedule" || !isCompleteRun(run)) return null;
     try {
       return (await this.begin(identity, "schedule")).pruneId;
     } catch (error) {

@@ -11,8 +11,8 @@ import {
   prunePlanName,
   runPrefix,
 } from "./layout.js";
-import { type ManifestItem, manifestHeaderSchema, readManifest, runResults } from "./manifest.js";
-import { evaluateRetention } from "./retention.js";
+import { type ManifestItem, readManifest, runResults } from "./manifest.js";
+import { evaluateRetention, isCompleteRun } from "./retention.js";
 import type { RetentionPolicy } from "./retention-policy.js";
 import type { RunRecord, RunStore } from "./runs.js";
 
@@ -126,10 +126,7 @@ async function holdDeletedItems(
     .map((run, index) => ({ run, decision: decisions[index] as PruneDecision }))
     .filter(({ run }) => run.status !== "running" && run.manifest)
     .sort((a, b) => Date.parse(b.run.startedAt) - Date.parse(a.run.startedAt));
-  const newestComplete = newestFirst.find(
-    ({ run }) =>
-      (run.status === "completed" || run.status === "completed-with-failures") && !run.heldForDeletedItems,
-  );
+  const newestComplete = newestFirst.find(({ run }) => isCompleteRun(run));
   if (!newestComplete || keepDeletedDays === 0) return;
   const seen = new Set<string>();
   for await (const item of itemsOfRun(store, newestComplete.decision)) seen.add(item.itemId);
@@ -295,12 +292,11 @@ async function trimRun(
       trimmedAt: options.now.toISOString(),
     };
   });
-  const header = await store.readJson(manifestName(decision.runId), manifestHeaderSchema);
-  if (!header) return false;
-  const items: ManifestItem[] = [];
-  for await (const item of itemsOfRun(store, { runId: decision.runId, itemsFrom: "manifest" })) {
-    if (held.has(item.itemId)) items.push(item);
-  }
+  // Read once: the header is kept, the items cut down to those held.
+  const manifest = await readManifest(store, decision.runId);
+  if (!manifest) return false;
+  const { items: all, ...header } = manifest;
+  const items = all.filter((item) => held.has(item.itemId));
   const totals = { items: items.length, exported: 0, unchanged: 0, failed: 0, bytes: 0 };
   for (const item of items) {
     totals[item.status]++;

@@ -41,9 +41,9 @@ export function evaluateRetention(
   now: Date,
 ): RetentionVerdict[] {
   if (!policy) return runs.map(() => ({ keep: true, reasons: ["no policy"] }));
-  const reasons = runs.map((run) => (isComplete(run) ? [] : incompleteReasons(run, now)));
+  const reasons = runs.map((run) => (isCompleteRun(run) ? [] : incompleteReasons(run, now)));
   const newestFirst = runs
-    .flatMap((run, index) => (isComplete(run) ? [{ index, time: Date.parse(run.startedAt) }] : []))
+    .flatMap((run, index) => (isCompleteRun(run) ? [{ index, time: Date.parse(run.startedAt) }] : []))
     .sort((a, b) => b.time - a.time);
   const ruleReasons = completeRunReasons(
     newestFirst.map((run) => run.time),
@@ -63,7 +63,7 @@ export function evaluateRetention(
  * with unreadable files, it holds everything else, and an org with one broken item would otherwise
  * have no backup kept at all.
  */
-function isComplete(run: RetentionRun): boolean {
+export function isCompleteRun(run: RetentionRun): boolean {
   return (
     (run.status === "completed" || run.status === "completed-with-failures") &&
     !!run.manifest &&

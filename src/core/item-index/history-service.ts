@@ -309,10 +309,7 @@ export class HistoryService {
     now: ItemResult,
     patch: boolean,
   ): Promise<ItemChange> {
-    const files = async (itemId: string, version: string | undefined) =>
-      version
-        ? ((await store.readJson(completionMarkerName(itemId, version), versionMarkerSchema))?.files ?? [])
-        : [];
+    const sameVersion = was.version === now.version;
     const change = await compareFiles(
       store,
       {
@@ -322,21 +319,15 @@ export class HistoryService {
         from: was.version ?? null,
         to: now.version ?? null,
       },
-      was.version === now.version ? [] : await files(now.itemId, was.version),
-      was.version === now.version ? [] : now.files,
+      sameVersion || !was.version ? [] : await filesOfVersion(store, now.itemId, was.version),
+      sameVersion ? [] : now.files,
       patch,
     );
-    const wasGroups = JSON.parse(was.groups) as string[];
-    if (was.access !== now.access || was.groups !== JSON.stringify(now.groups)) {
-      change.parts.push("sharing");
-      change.sharing = {
-        from: { access: was.access, groups: wasGroups },
-        to: { access: now.access, groups: now.groups },
-      };
-    }
-    const features = countChanges(was.counts, now.counts ?? {});
-    if (features) change.features = features;
-    return change;
+    return withSharingAndCounts(
+      change,
+      { access: was.access, groups: JSON.parse(was.groups) as string[], counts: was.counts },
+      { access: now.access, groups: now.groups, counts: now.counts ?? {} },
+    );
   }
 
   private async changeBetween(
@@ -346,27 +337,40 @@ export class HistoryService {
     to: VersionRow,
     patch: boolean,
   ): Promise<ItemChange> {
-    const filesOf = async (version: VersionRow) =>
-      (await store.readJson(completionMarkerName(item.itemId, version.version), versionMarkerSchema))
-        ?.files ?? [];
     const change = await compareFiles(
       store,
       { itemId: item.itemId, title: to.title, type: item.type, from: from.version, to: to.version },
-      await filesOf(from),
-      await filesOf(to),
+      await filesOfVersion(store, item.itemId, from.version),
+      await filesOfVersion(store, item.itemId, to.version),
       patch,
     );
-    if (from.access !== to.access || JSON.stringify(from.groups) !== JSON.stringify(to.groups)) {
-      change.parts.push("sharing");
-      change.sharing = {
-        from: { access: from.access, groups: from.groups },
-        to: { access: to.access, groups: to.groups },
-      };
-    }
-    const features = countChanges(from.counts, to.counts);
-    if (features) change.features = features;
-    return change;
+    return withSharingAndCounts(change, from, to);
   }
+}
+
+/** A version's files, from its completion marker (none when the version is gone). */
+async function filesOfVersion(store: BackupStore, itemId: string, version: string): Promise<ExportedFile[]> {
+  return (await store.readJson(completionMarkerName(itemId, version), versionMarkerSchema))?.files ?? [];
+}
+
+interface SharingAndCounts {
+  access: string;
+  groups: string[];
+  counts: Record<string, number>;
+}
+
+/** Adds to a change what differs in sharing and in feature counts. */
+function withSharingAndCounts(change: ItemChange, from: SharingAndCounts, to: SharingAndCounts): ItemChange {
+  if (from.access !== to.access || JSON.stringify(from.groups) !== JSON.stringify(to.groups)) {
+    change.parts.push("sharing");
+    change.sharing = {
+      from: { access: from.access, groups: from.groups },
+      to: { access: to.access, groups: to.groups },
+    };
+  }
+  const features = countChanges(from.counts, to.counts);
+  if (features) change.features = features;
+  return change;
 }
 
 function isComplete(run: RunRecord): boolean {

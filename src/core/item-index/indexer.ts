@@ -3,6 +3,7 @@ import type { BackupStore } from "../backup/backup-store.js";
 import type { CacheSpace } from "../backup/cache.js";
 import type { ItemResult } from "../backup/export-item.js";
 import { runResults } from "../backup/manifest.js";
+import { isCompleteRun } from "../backup/retention.js";
 import type { RunRecord } from "../backup/runs.js";
 import { mapWithConcurrency } from "../concurrency.js";
 import type { ItemIndex, ItemRow, VersionRow } from "./item-index.js";
@@ -59,8 +60,7 @@ export async function indexRun(options: {
     if (batch.length >= INDEX_BATCH) await flush();
   }
   await flush();
-  const complete = run.status === "completed" || run.status === "completed-with-failures";
-  const unfiltered = complete && !run.filter;
+  const unfiltered = isCompleteRun(run) && !run.filter;
   if (head && unfiltered) {
     const gone = [...before.keys()].filter((itemId) => !seen.has(itemId));
     const deleted = (
