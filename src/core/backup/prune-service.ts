@@ -124,9 +124,11 @@ export class PruneService {
    * sub-orchestration of that id); null when there is nothing to prune.
    */
   async afterScheduledBackup(identityId: string, runId: string): Promise<string | null> {
-    const identity = await this.deps.identities.get(identityId);
+    // The run first: a manual or failed run (say, of an identity deleted mid-run) needs no identity.
     const run = await this.deps.runs.find(identityId, runId);
-    if (!identity.retention || run?.trigger !== "schedule" || !isCompleteRun(run)) return null;
+    if (run?.trigger !== "schedule" || !isCompleteRun(run)) return null;
+    const identity = await this.deps.identities.find(identityId);
+    if (!identity?.retention) return null;
     try {
       return (await this.begin(identity, "schedule")).pruneId;
     } catch (error) {

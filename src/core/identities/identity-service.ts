@@ -57,9 +57,14 @@ export class IdentityService {
   }
 
   async get(id: string): Promise<StoredIdentity> {
-    const identity = IDENTITY_ID.test(id) ? await this.options.store.get(id) : undefined;
+    const identity = await this.find(id);
     if (!identity) throw new NotFoundError(`Identity ${id} not found`);
     return identity;
+  }
+
+  /** The identity, or undefined when there is none of that id (say, deleted). */
+  async find(id: string): Promise<StoredIdentity | undefined> {
+    return IDENTITY_ID.test(id) ? await this.options.store.get(id) : undefined;
   }
 
   async create(body: unknown): Promise<StoredIdentity> {
