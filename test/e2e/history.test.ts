@@ -191,12 +191,29 @@ describe("what changed between two runs", () => {
   });
 });
 
+describe("an item listed differently without a new version", () => {
+  // A move to another folder keeps `modified`; the simulator shows it as a title the listing
+  // changes in place, which takes the same path (the inventory notes it, the index takes it in).
+  test("is found as listed now after the next backup", async () => {
+    const pdf = [...app.sim.model.items()].find((i) => i.type === "PDF");
+    if (!pdf) throw new Error("the org lacks a PDF");
+    app.sim.model.editable(app.sim.model.indexOf(pdf.id) as number).title = "Listed anew";
+    const third = await runBackup();
+    const run = await app.call("GET", `/api/backups/${third}`);
+    expect(run.body).toMatchObject({ itemsExported: 0 });
+    const found = await app.call("GET", `/api/identities/${identityId}/items?q=listed%20anew`);
+    expect(found.body.items).toEqual([
+      expect.objectContaining({ itemId: pdf.id, title: "Listed anew", versions: 1 }),
+    ]);
+  });
+});
+
 describe("the index", () => {
   test("is rebuilt from the manifests with the same answers", async () => {
     const before = await app.call("GET", `/api/identities/${identityId}/items?top=500`);
     const rebuilt = await app.call("POST", `/api/identities/${identityId}/index/rebuild`);
     expect(rebuilt.status, rebuilt.text).toBe(200);
-    expect(rebuilt.body).toEqual({ runsIndexed: 2 });
+    expect(rebuilt.body).toEqual({ runsIndexed: 3 });
     const after = await app.call("GET", `/api/identities/${identityId}/items?top=500`);
     expect(after.body).toEqual(before.body);
   });

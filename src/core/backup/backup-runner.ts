@@ -138,7 +138,9 @@ export class BackupRunner {
   /**
    * What the newest earlier complete run captured, so unchanged items are recorded without being
    * exported (or even looked at) again: read from its results blobs into ids and versions (see
-   * PreviousRun). A run a prune trimmed holds only deleted items and is not compared with.
+   * PreviousRun). A run a prune trimmed holds only deleted items and is not compared with, nor is
+   * a filtered run (a snapshot of a few items): the newest whole-org run is what the item index
+   * last took in, and what the items outside a filter were last captured by.
    */
   private async previousCaptures(
     session: IdentitySession,
@@ -146,7 +148,7 @@ export class BackupRunner {
     log: Logger,
   ): Promise<PreviousRun | undefined> {
     const last = (await this.deps.runs.list(session.identity.id, 20)).find(
-      (r) => r.runId !== runId && r.manifest && !r.heldForDeletedItems,
+      (r) => r.runId !== runId && r.manifest && !r.heldForDeletedItems && !r.filter,
     );
     if (!last) return undefined;
     try {

@@ -7,6 +7,7 @@ import { checkStored } from "../stored-document.js";
 import type { BackupStore } from "./backup-store.js";
 import { batchResultsSchema, hasSeparateDataVersion, type ItemResult } from "./export-item.js";
 import {
+  inventoryChangesName,
   inventoryChunkName,
   itemVersion,
   orgRecordNames,
@@ -106,6 +107,27 @@ export async function previousRunOf(store: BackupStore, runId: string): Promise<
   return { runId, resultBlobs, items };
 }
 
+/**
+ * What the inventory found changed in the org against the run it compared with, beyond the items
+ * it sent to export: unchanged items whose title, owner or folder changed, and (a run without a
+ * filter) the items gone from the org. The item index takes a run in from this and the batches'
+ * results alone when its head is that run, instead of comparing every item.
+ */
+export const inventoryChangesSchema = z.object({
+  comparedWithRunId: z.string(),
+  listingChanged: z.array(
+    z.object({
+      itemId: z.string(),
+      title: z.string(),
+      owner: z.string(),
+      folderTitle: z.string().nullable(),
+    }),
+  ),
+  gone: z.array(z.string()),
+});
+export type InventoryChanges = z.infer<typeof inventoryChangesSchema>;
+type ListingChange = InventoryChanges["listingChanged"][number];
+
 export interface InventorySummary {
   /** Items to export (in the chunks). */
   itemCount: number;
@@ -154,6 +176,8 @@ class UnchangedWriter {
   private pending: UnchangedItem[] = [];
   private blobs = 0;
   count = 0;
+  /** Unchanged items listed under another title, owner or folder than their previous result. */
+  readonly listingChanged: ListingChange[] = [];
   constructor(
     private readonly store: BackupStore,
     private readonly runId: string,
@@ -182,6 +206,14 @@ class UnchangedWriter {
         if (before?.itemId !== record.id || before.version !== capture.version) {
           await this.exportInstead(record);
           continue;
+        }
+        if (
+          before.title !== record.title ||
+          before.owner !== record.owner ||
+          before.folderTitle !== record.folderTitle
+        ) {
+          const { title, owner, folderTitle } = record;
+          this.listingChanged.push({ itemId: record.id, title, owner, folderTitle });
         }
         out.push(unchangedResult(before, record));
         if (out.length >= INVENTORY_CHUNK_SIZE) {
@@ -279,38 +311,10 @@ export async function takeInventory(options: {
   await store.uploadBuffer(org.users, ndjson(users), "application/x-ndjson");
 
   // Groups first: they say which items are shared where.
-  const groups: PortalGroup[] = [];
-  const query = self.id ? `orgid:${self.id}` : "*";
-  for await (const page of pages<PagedResponse & { results: PortalGroup[] }>(portal, "community/groups", {
-    q: query,
-  })) {
-    groups.push(...page.results);
-  }
-  const groupsOfItem = new Map<string, string[]>();
-  const orgUsers = new Set(users.map((u) => u.username));
-  const outsideItems = new Map<string, PortalItem>();
-  const groupRecords = await mapWithConcurrency(groups, LISTING_CONCURRENCY, async (group) => {
-    const members = await portal
-      .json<{ owner?: string; admins?: string[]; users?: string[] }>(
-        `community/groups/${group.id}/users`,
-        {},
-        { method: "GET" },
-      )
-      .catch(() => ({}));
-    const itemIds: string[] = [];
-    for await (const page of pages<PagedResponse & { items: PortalItem[] }>(
-      portal,
-      `content/groups/${group.id}`,
-    )) {
-      for (const item of page.items) {
-        itemIds.push(item.id);
-        groupsOfItem.set(item.id, [...(groupsOfItem.get(item.id) ?? []), group.id]);
-        if (!orgUsers.has(item.owner)) outsideItems.set(item.id, item);
-      }
-    }
-    return { ...group, members, itemIds };
+  const { groupsOfItem, outsideItems, groupCount } = await recordGroups(portal, store, org.groups, {
+    query: self.id ? `orgid:${self.id}` : "*",
+    orgUsers: new Set(users.map((u) => u.username)),
   });
-  await store.uploadBuffer(org.groups, ndjson(groupRecords), "application/x-ndjson");
 
   const writer = new ChunkWriter(store, runId);
   const unchanged = new UnchangedWriter(store, runId, options.previous, (record) => writer.add(record));
@@ -362,6 +366,15 @@ export async function takeInventory(options: {
   await writer.flush();
   await unchanged.flush();
   await store.uploadBuffer(org.folders, ndjson(folders), "application/x-ndjson");
+  if (options.previous) {
+    const gone = options.filter ? [] : [...options.previous.items.keys()].filter((id) => !seen.has(id));
+    const changes: InventoryChanges = {
+      comparedWithRunId: options.previous.runId,
+      listingChanged: unchanged.listingChanged,
+      gone,
+    };
+    await store.uploadJson(inventoryChangesName(runId), changes);
+  }
   log.info("Inventory taken", {
     runId,
     items: writer.items,
@@ -374,8 +387,54 @@ export async function takeInventory(options: {
     unchangedCount: unchanged.count,
     chunkCount: writer.chunks,
     users: users.length,
-    groups: groups.length,
+    groups: groupCount,
   };
+}
+
+/**
+ * Writes the org's groups with their members and items, and answers which groups each item is
+ * shared to and the items shared into them from outside the org. The group records (with every
+ * item id of every group) are let go once written: an org of 100,000 items keeps only the map.
+ */
+async function recordGroups(
+  portal: PortalClient,
+  store: BackupStore,
+  blob: string,
+  options: { query: string; orgUsers: ReadonlySet<string> },
+) {
+  const groups: PortalGroup[] = [];
+  for await (const page of pages<PagedResponse & { results: PortalGroup[] }>(portal, "community/groups", {
+    q: options.query,
+  })) {
+    groups.push(...page.results);
+  }
+  const groupsOfItem = new Map<string, string[]>();
+  const outsideItems = new Map<string, PortalItem>();
+  const groupRecords = await mapWithConcurrency(groups, LISTING_CONCURRENCY, async (group) => {
+    const members = await portal
+      .json<{ owner?: string; admins?: string[]; users?: string[] }>(
+        `community/groups/${group.id}/users`,
+        {},
+        { method: "GET" },
+      )
+      .catch(() => ({}));
+    const itemIds: string[] = [];
+    for await (const page of pages<PagedResponse & { items: PortalItem[] }>(
+      portal,
+      `content/groups/${group.id}`,
+    )) {
+      for (const item of page.items) {
+        itemIds.push(item.id);
+        const shared = groupsOfItem.get(item.id);
+        if (shared) shared.push(group.id);
+        else groupsOfItem.set(item.id, [group.id]);
+        if (!options.orgUsers.has(item.owner)) outsideItems.set(item.id, item);
+      }
+    }
+    return { ...group, members, itemIds };
+  });
+  await store.uploadBuffer(blob, ndjson(groupRecords), "application/x-ndjson");
+  return { groupsOfItem, outsideItems, groupCount: groups.length };
 }
 
 /**

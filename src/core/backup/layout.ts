@@ -86,6 +86,11 @@ export function inventoryChunkName(runId: string, chunkIndex: number): string {
   return `${runPrefix(runId)}inventory/chunk-${String(chunkIndex).padStart(5, "0")}.ndjson`;
 }
 
+/** What the inventory found changed against the run it compared with (see InventoryChanges). */
+export function inventoryChangesName(runId: string): string {
+  return `${runPrefix(runId)}inventory/changes.json`;
+}
+
 /** Every results blob of a run (batches and items found unchanged by the inventory). */
 export function runResultsPrefix(runId: string): string {
   return `${runPrefix(runId)}results/`;
@@ -95,8 +100,15 @@ export function batchResultName(runId: string, chunkIndex: number, batchIndex: n
   return `${runResultsPrefix(runId)}chunk-${String(chunkIndex).padStart(5, "0")}-batch-${String(batchIndex).padStart(4, "0")}.json`;
 }
 
+const UNCHANGED_RESULTS = "inventory-unchanged-";
+
 export function unchangedResultName(runId: string, index: number): string {
-  return `${runResultsPrefix(runId)}inventory-unchanged-${String(index).padStart(5, "0")}.json`;
+  return `${runResultsPrefix(runId)}${UNCHANGED_RESULTS}${String(index).padStart(5, "0")}.json`;
+}
+
+/** Whether a results blob holds items the inventory found unchanged (not a batch's exports). */
+export function isUnchangedResultName(runId: string, name: string): boolean {
+  return name.startsWith(`${runResultsPrefix(runId)}${UNCHANGED_RESULTS}`);
 }
 
 export function manifestName(runId: string): string {

@@ -11,9 +11,9 @@ import type { StoredIdentity } from "../identities/identity.js";
 import type { IdentityService } from "../identities/identity-service.js";
 import { parseInput } from "../validation.js";
 import { indexRun } from "./indexer.js";
-import type { ItemIndex, ItemRow, SearchRow, VersionRow } from "./item-index.js";
+import type { ItemIndex, ItemRow, SearchRow, SnapshotState, VersionRow } from "./item-index.js";
 import { jsonPatch, type PatchOperation } from "./json-patch.js";
-import { SEARCH_SNAPSHOT, snapshotRows } from "./search-snapshot.js";
+import { deleteSnapshot, snapshotRows } from "./search-snapshot.js";
 
 const ITEM_ID = /^[0-9A-Za-z_-]{1,64}$/;
 const VERSION = /^v\d{1,16}(-e\d{1,16})?$/;
@@ -100,7 +100,7 @@ export class HistoryService {
     const input = parseInput(searchSchema, query);
     const identity = await this.deps.identities.get(identityId);
     const head = await this.deps.index.head(identity.id);
-    const rows = head ? await this.snapshot(identity, head.snapshotRunId) : [];
+    const rows = head ? await this.snapshot(identity, head.snapshot) : [];
     const top = input.top ?? 50;
     const after = input.continuationToken ? Buffer.from(input.continuationToken, "base64url").toString() : "";
     const needle = input.q?.toLowerCase();
@@ -266,7 +266,7 @@ export class HistoryService {
       .filter((run) => run.manifest && !run.heldForDeletedItems && run.status !== "running")
       .reverse();
     const cacheSpace = cacheSpaceFor(identity.cacheDirectory, this.deps.cacheMaxBytes);
-    await store.delete(SEARCH_SNAPSHOT);
+    await deleteSnapshot(store);
     for (const run of runs) {
       await indexRun({
         store,
@@ -282,14 +282,15 @@ export class HistoryService {
 
   // --- inside -------------------------------------------------------------------------------
 
-  /** The search snapshot's rows, read once per run that rewrote it (kept while no newer run did). */
-  private snapshot(identity: StoredIdentity, runId: string): Promise<SearchRow[]> {
+  /** The search snapshot's rows, read once per run that wrote it (kept while no newer run did). */
+  private snapshot(identity: StoredIdentity, state: SnapshotState): Promise<SearchRow[]> {
+    const runId = state.writtenBy;
     const cached = this.snapshots.get(identity.id);
     if (cached?.runId === runId) return cached.rows;
     const rows = (async () => {
       const store = await this.deps.openStore(identity);
       const out: SearchRow[] = [];
-      for await (const row of snapshotRows(store)) out.push(row);
+      for await (const row of snapshotRows(store, state)) out.push(row);
       return out;
     })();
     rows.catch(() => this.snapshots.delete(identity.id));

@@ -1,26 +1,40 @@
 import { z } from "zod";
 import type { BackupStore } from "../backup/backup-store.js";
 import type { CacheSpace } from "../backup/cache.js";
-import type { ItemResult } from "../backup/export-item.js";
+import { batchResultsSchema, type ItemResult } from "../backup/export-item.js";
+import { type InventoryChanges, inventoryChangesSchema } from "../backup/inventory.js";
+import { inventoryChangesName, isUnchangedResultName, runResultsPrefix } from "../backup/layout.js";
 import { runResults } from "../backup/manifest.js";
 import { isCompleteRun } from "../backup/retention.js";
 import type { RunRecord } from "../backup/runs.js";
 import { mapWithConcurrency } from "../concurrency.js";
-import type { ItemIndex, ItemRow, VersionRow } from "./item-index.js";
-import { rewriteSnapshot, snapshotLine } from "./search-snapshot.js";
+import type { IndexHead, ItemIndex, ItemRow, VersionRow } from "./item-index.js";
+import { deleteDeltas, snapshotLine, updateSnapshot } from "./search-snapshot.js";
 
 /** Item rows read at once (writes go in transactions of 100). */
-const READERS = 8;
+const READERS = 16;
 /** Changed items read from the run's results before their rows are written. */
 const INDEX_BATCH = 500;
 const itemTagsSchema = z.object({ tags: z.array(z.string()).nullish() }).passthrough();
+
+interface IndexContext {
+  store: BackupStore;
+  index: ItemIndex;
+  run: RunRecord;
+  head: IndexHead | undefined;
+  /** The snapshot lines of what changed, serialised (a first run of 100,000 items changes them all). */
+  rows: Map<string, string>;
+}
 
 /**
  * Brings an identity's item index up to a run that has ended with its manifest. Compared with the
  * run the index last took in (its head), only what changed is written: a new item or version, a
  * new title, owner or folder, an item gone from the org (an unfiltered complete run no longer has
  * it: it is marked deleted, last seen in the head's run) or back in it; then the search snapshot
- * is rewritten with those rows. Safe to run twice.
+ * takes those rows. When the run's inventory compared the org with the head's run, what changed
+ * is known without looking at every item: the batches' results (items exported), and what the
+ * inventory noted (see InventoryChanges). Otherwise every result is compared with the head run's.
+ * Safe to run twice.
  */
 export async function indexRun(options: {
   store: BackupStore;
@@ -30,69 +44,160 @@ export async function indexRun(options: {
   cacheSpace: CacheSpace;
 }) {
   const { store, index, run } = options;
-  const identityId = run.identityId;
-  const head = await index.head(identityId);
+  const head = await index.head(run.identityId);
+  const context: IndexContext = { store, index, run, head, rows: new Map() };
+  const changes = head ? await readInventoryChanges(store, run.runId) : undefined;
+  if (head && changes?.comparedWithRunId === head.lastRunId) await indexNotedChanges(context, changes);
+  else await indexByComparison(context);
+
+  const unfiltered = isCompleteRun(run) && !run.filter;
+  const snapshot = await updateSnapshot({
+    store,
+    state: head?.snapshot,
+    runId: run.runId,
+    changes: context.rows,
+    cacheDirectory: options.cacheDirectory,
+    cacheSpace: options.cacheSpace,
+  });
+  await index.setHead(run.identityId, {
+    lastRunId: unfiltered || !head ? run.runId : head.lastRunId,
+    lastRunAt: unfiltered || !head ? run.startedAt : head.lastRunAt,
+    snapshot: snapshot.state,
+  });
+  await deleteDeltas(store, snapshot.obsolete);
+  return { changed: context.rows.size };
+}
+
+/** Indexes the results of the run's batches and what its inventory noted against the head's run. */
+async function indexNotedChanges(context: IndexContext, changes: InventoryChanges): Promise<void> {
+  const { store, run } = context;
+  await indexResults(context, batchResults(store, run.runId), async () => undefined);
+  const listed = new Map(changes.listingChanged.map((change) => [change.itemId, change]));
+  await writeKnownRows(context, [...listed.keys()], (known) => {
+    const change = listed.get(known.itemId);
+    if (!change || !known.present) return undefined;
+    const { title, owner } = change;
+    const seen = { lastSeenRunId: run.runId, lastSeenAt: run.startedAt };
+    const search = searchText(title, JSON.parse(known.tags) as string[], known.itemId);
+    return { ...known, title, owner, folderTitle: change.folderTitle ?? "", search, ...seen };
+  });
+  if (isCompleteRun(run) && !run.filter) await markDeleted(context, changes.gone);
+}
+
+/** Indexes every result of the run that differs from the head run's (or all, without a head). */
+async function indexByComparison(context: IndexContext): Promise<void> {
+  const { store, run, head } = context;
   const before = head ? await fingerprints(store, head.lastRunId) : new Map<string, string>();
   const seen = new Set<string>();
-  // The snapshot lines of what changed, serialised: a first run of 100,000 items changes them all.
-  const rows = new Map<string, string>();
-  let batch: ItemResult[] = [];
-  const flush = async () => {
-    const indexed = await mapWithConcurrency(batch, READERS, (result) =>
-      indexItem(store, index, identityId, run, result),
+  await indexResults(context, runResults(store, run.runId), async (result) => {
+    seen.add(result.itemId);
+    return before.get(result.itemId);
+  });
+  if (head && isCompleteRun(run) && !run.filter) {
+    await markDeleted(
+      context,
+      [...before.keys()].filter((itemId) => !seen.has(itemId)),
     );
+  }
+}
+
+/**
+ * Writes the rows of the results that changed: those whose fingerprint differs from `known` (the
+ * head run's), or — none known — from the item's row as indexed.
+ */
+async function indexResults(
+  context: IndexContext,
+  results: AsyncIterable<ItemResult>,
+  knownFingerprint: (result: ItemResult) => Promise<string | undefined>,
+): Promise<void> {
+  const { store, index, run } = context;
+  const identityId = run.identityId;
+  let batch: Array<{ result: ItemResult; compareWithRow: boolean }> = [];
+  const flush = async () => {
+    const indexed = (
+      await mapWithConcurrency(batch, READERS, async ({ result, compareWithRow }) => {
+        const known = await index.item(identityId, result.itemId);
+        if (compareWithRow && known?.present && rowFingerprint(known) === fingerprint(result)) return [];
+        return [await indexItem(store, known, run, result)];
+      })
+    ).flat();
     await index.putRows(
       identityId,
       indexed.map((entry) => entry.row),
       indexed.flatMap((entry) => (entry.version ? [entry.version] : [])),
     );
-    for (const { row } of indexed) {
-      const { versions: _versions, ...searchRow } = row;
-      rows.set(row.itemId, snapshotLine(searchRow));
-    }
+    for (const { row } of indexed) noteRow(context, row);
     batch = [];
   };
-  for await (const result of runResults(store, run.runId)) {
-    seen.add(result.itemId);
+  for await (const result of results) {
+    const knownPrint = await knownFingerprint(result);
     if (result.status === "failed" || !result.version) continue;
-    if (before.get(result.itemId) === fingerprint(result)) continue;
-    batch.push(result);
+    if (knownPrint === fingerprint(result)) continue;
+    batch.push({ result, compareWithRow: knownPrint === undefined && context.head !== undefined });
     if (batch.length >= INDEX_BATCH) await flush();
   }
   await flush();
-  const unfiltered = isCompleteRun(run) && !run.filter;
-  if (head && unfiltered) {
-    const gone = [...before.keys()].filter((itemId) => !seen.has(itemId));
-    const deleted = (
-      await mapWithConcurrency(gone, READERS, async (itemId) => {
-        const item = await index.item(identityId, itemId);
-        if (!item?.present) return [];
-        return [{ ...item, present: false, lastSeenRunId: head.lastRunId, lastSeenAt: head.lastRunAt }];
+}
+
+/** Marks items gone from the org deleted, last seen in the head's run. */
+async function markDeleted(context: IndexContext, itemIds: readonly string[]): Promise<void> {
+  const head = context.head;
+  if (!head) return;
+  await writeKnownRows(context, itemIds, (known) =>
+    known.present
+      ? { ...known, present: false, lastSeenRunId: head.lastRunId, lastSeenAt: head.lastRunAt }
+      : undefined,
+  );
+}
+
+/** Rewrites the rows of items already indexed as `update` says (undefined: left as they are). */
+async function writeKnownRows(
+  context: IndexContext,
+  itemIds: readonly string[],
+  update: (known: ItemRow) => ItemRow | undefined,
+): Promise<void> {
+  const identityId = context.run.identityId;
+  for (let i = 0; i < itemIds.length; i += INDEX_BATCH) {
+    const rows = (
+      await mapWithConcurrency(itemIds.slice(i, i + INDEX_BATCH), READERS, async (itemId) => {
+        const known = await context.index.item(identityId, itemId);
+        const row = known && update(known);
+        return row ? [row] : [];
       })
     ).flat();
-    await index.putRows(identityId, deleted, []);
-    for (const { versions: _versions, ...row } of deleted) rows.set(row.itemId, snapshotLine(row));
+    await context.index.putRows(identityId, rows, []);
+    for (const row of rows) noteRow(context, row);
   }
-  const rewrite = rows.size > 0 || !head;
-  if (rewrite) {
-    await rewriteSnapshot({
-      store,
-      changes: rows,
-      cacheDirectory: options.cacheDirectory,
-      cacheSpace: options.cacheSpace,
-    });
+}
+
+function noteRow(context: IndexContext, row: ItemRow): void {
+  const { versions: _versions, ...searchRow } = row;
+  context.rows.set(row.itemId, snapshotLine(searchRow));
+}
+
+/** The results of the run's batches: the items it exported, not those the inventory found unchanged. */
+async function* batchResults(store: BackupStore, runId: string): AsyncGenerator<ItemResult> {
+  for await (const name of store.list(runResultsPrefix(runId))) {
+    if (isUnchangedResultName(runId, name)) continue;
+    for (const result of (await store.readJson(name, batchResultsSchema)) ?? []) yield result;
   }
-  await index.setHead(identityId, {
-    lastRunId: unfiltered || !head ? run.runId : head.lastRunId,
-    lastRunAt: unfiltered || !head ? run.startedAt : head.lastRunAt,
-    snapshotRunId: rewrite || !head ? run.runId : head.snapshotRunId,
-  });
-  return { changed: rows.size };
+}
+
+async function readInventoryChanges(
+  store: BackupStore,
+  runId: string,
+): Promise<InventoryChanges | undefined> {
+  return store.readJson(inventoryChangesName(runId), inventoryChangesSchema);
 }
 
 /** What of an item the index keeps, as one string: a change of any of it is written. */
 function fingerprint(result: ItemResult): string {
-  return JSON.stringify([result.version, result.title, result.type, result.owner, result.folderTitle]);
+  return JSON.stringify([result.version, result.title, result.type, result.owner, result.folderTitle ?? ""]);
+}
+
+/** The fingerprint of the item's newest version as its row holds it. */
+function rowFingerprint(row: ItemRow): string {
+  return JSON.stringify([row.lastVersion, row.title, row.type, row.owner, row.folderTitle]);
 }
 
 async function fingerprints(store: BackupStore, runId: string): Promise<Map<string, string>> {
@@ -105,26 +210,25 @@ async function fingerprints(store: BackupStore, runId: string): Promise<Map<stri
 
 async function indexItem(
   store: BackupStore,
-  index: ItemIndex,
-  identityId: string,
+  known: ItemRow | undefined,
   run: RunRecord,
   result: ItemResult,
 ): Promise<{ row: ItemRow; version?: VersionRow }> {
   const version = result.version as string;
-  const known = await index.item(identityId, result.itemId);
   const knownVersions = known ? (JSON.parse(known.versions) as string[]) : [];
   const isNew = !knownVersions.includes(version);
   const tags =
     result.tags ?? (known && !isNew ? (JSON.parse(known.tags) as string[]) : await tagsOf(store, result));
   const newest = !known || version >= known.lastVersion;
+  const title = newest ? result.title : (known?.title ?? result.title);
   const row: ItemRow = {
     itemId: result.itemId,
-    title: newest ? result.title : (known?.title ?? result.title),
+    title,
     type: result.type,
     owner: result.owner,
     folderTitle: result.folderTitle ?? "",
     tags: JSON.stringify(tags),
-    search: [result.title, ...tags, result.itemId].join(" ").toLowerCase(),
+    search: searchText(title, tags, result.itemId),
     firstRunId: known?.firstRunId ?? run.runId,
     firstSeenAt: known?.firstSeenAt ?? run.startedAt,
     present: true,
@@ -135,6 +239,11 @@ async function indexItem(
     versions: JSON.stringify([...new Set([...knownVersions, version])].sort()),
   };
   return isNew ? { row, version: versionRowOf(result, run) } : { row };
+}
+
+/** What `q` matches: title, tags and item id. */
+function searchText(title: string, tags: readonly string[], itemId: string): string {
+  return [title, ...tags, itemId].join(" ").toLowerCase();
 }
 
 function versionRowOf(result: ItemResult, run: RunRecord): VersionRow {

@@ -77,13 +77,34 @@ export interface VersionRow {
   counts: Record<string, number>;
 }
 
+/**
+ * The search snapshot as the head knows it: a base file and the delta files written since (run
+ * ids, oldest first), with their line counts, so a run that changed a few items writes a few lines.
+ */
+export interface SnapshotState {
+  /** The run whose indexing wrote the snapshot last (a search cache is as new as this). */
+  writtenBy: string;
+  deltas: string[];
+  /** Lines of the base; undefined when not known (a head written before deltas existed). */
+  baseItems: number | undefined;
+  deltaItems: number;
+}
+
 export interface IndexHead {
   /** The newest complete unfiltered run indexed: what "deleted" is relative to. */
   lastRunId: string;
   lastRunAt: string;
-  /** The run whose indexing wrote the search snapshot last (a search cache is as new as this). */
-  snapshotRunId: string;
+  snapshot: SnapshotState;
 }
+
+const headRowSchema = z.object({
+  lastRunId: z.string(),
+  lastRunAt: z.string(),
+  snapshotRunId: z.string(),
+  snapshotDeltas: z.string().optional(),
+  snapshotBaseItems: z.number().int().optional(),
+  snapshotDeltaItems: z.number().int().optional(),
+});
 
 const HEAD_PARTITION = "head";
 /** Entities in one entity group transaction (the service's limit). */
@@ -94,16 +115,40 @@ const MAX_PROPERTY_CHARS = 30_000;
 export class ItemIndex {
   constructor(private readonly table: TableClient) {}
 
+  /** The head; undefined when there is none or it is damaged (the next run indexes in full). */
   async head(identityId: string): Promise<IndexHead | undefined> {
-    const row = await this.read(HEAD_PARTITION, identityId);
-    const parsed = z
-      .object({ lastRunId: z.string(), lastRunAt: z.string(), snapshotRunId: z.string() })
-      .safeParse(row);
-    return parsed.success ? parsed.data : undefined;
+    const parsed = headRowSchema.safeParse(await this.read(HEAD_PARTITION, identityId));
+    if (!parsed.success) return undefined;
+    const row = parsed.data;
+    const deltas = parseJsonSafely(z.array(z.string()), row.snapshotDeltas ?? "[]");
+    if (!deltas) return undefined;
+    return {
+      lastRunId: row.lastRunId,
+      lastRunAt: row.lastRunAt,
+      snapshot: {
+        writtenBy: row.snapshotRunId,
+        deltas,
+        baseItems: row.snapshotBaseItems,
+        deltaItems: row.snapshotDeltaItems ?? 0,
+      },
+    };
   }
 
   async setHead(identityId: string, head: IndexHead): Promise<void> {
-    await this.table.upsertEntity({ partitionKey: HEAD_PARTITION, rowKey: identityId, ...head }, "Replace");
+    const { snapshot } = head;
+    await this.table.upsertEntity(
+      {
+        partitionKey: HEAD_PARTITION,
+        rowKey: identityId,
+        lastRunId: head.lastRunId,
+        lastRunAt: head.lastRunAt,
+        snapshotRunId: snapshot.writtenBy,
+        snapshotDeltas: JSON.stringify(snapshot.deltas),
+        ...(snapshot.baseItems === undefined ? {} : { snapshotBaseItems: snapshot.baseItems }),
+        snapshotDeltaItems: snapshot.deltaItems,
+      },
+      "Replace",
+    );
   }
 
   async item(identityId: string, itemId: string): Promise<ItemRow | undefined> {
@@ -227,6 +272,15 @@ function checked<S extends z.ZodType>(schema: S, row: unknown, what: string): z.
     throw new Error(`The index row of ${what} is damaged: ${issue?.path.join(".")}: ${issue?.message}`);
   }
   return parsed.data;
+}
+
+function parseJsonSafely<S extends z.ZodType>(schema: S, text: string): z.infer<S> | undefined {
+  try {
+    const parsed = schema.safeParse(JSON.parse(text));
+    return parsed.success ? parsed.data : undefined;
+  } catch {
+    return undefined;
+  }
 }
 
 function parseJson<S extends z.ZodType>(schema: S, text: string): z.infer<S> {
