@@ -17,7 +17,7 @@ import {
 import { newRunRecord, type RunRecord } from "../../src/core/backup/runs.js";
 import { indexRun } from "../../src/core/item-index/indexer.js";
 import { ItemIndex, type SearchRow } from "../../src/core/item-index/item-index.js";
-import { snapshotRows } from "../../src/core/item-index/search-snapshot.js";
+import { SnapshotChanges, snapshotRows, updateSnapshot } from "../../src/core/item-index/search-snapshot.js";
 import { BlobBackupStore } from "../../src/core/storage/blob-backup-store.js";
 
 // A run is taken into the item index from what its inventory noted (the batches' exports, items
@@ -194,5 +194,65 @@ describe("taking runs into the item index", () => {
     expect(byId.get(itemId(100))).toMatchObject({ versionCount: 3 });
     expect(byId.get(itemId(3))).toMatchObject({ versionCount: 1, owner: "alice" });
     expect(three.rows).toEqual((await backUpAndIndex(SHAPES, false)).rows);
+  });
+});
+
+describe("the search snapshot", () => {
+  const row = (i: number, title: string): SearchRow => ({
+    itemId: itemId(i),
+    title,
+    type: "PDF",
+    owner: "alice",
+    folderTitle: "",
+    tags: "[]",
+    search: title.toLowerCase(),
+    firstRunId: "r1",
+    firstSeenAt: new Date(T0).toISOString(),
+    present: true,
+    lastSeenRunId: "r1",
+    lastSeenAt: new Date(T0).toISOString(),
+    lastVersion: "v1",
+    versionCount: 1,
+  });
+  const read = async (store: BlobBackupStore, deltas: string[]) => {
+    const rows: SearchRow[] = [];
+    for await (const found of snapshotRows(store, { deltas })) rows.push(found);
+    return rows.map((found) => `${found.itemId.slice(-2)} ${found.title}`);
+  };
+
+  test("a run's changes go out in sorted files of a few rows, merged in id order, the later row winning", async () => {
+    const store = new BlobBackupStore(container, randomUUID());
+    const cache = { cacheDirectory, cacheSpace };
+    const first = new SnapshotChanges(store, "r1", cache, 3);
+    for (const i of [9, 4, 7, 1, 8, 2, 6]) await first.add(row(i, `first ${i}`));
+    await first.add(row(4, "first 4 again"));
+    const merged = await updateSnapshot({ store, state: undefined, runId: "r1", changes: first, cache });
+    expect(merged.state).toMatchObject({ deltas: [], baseItems: 7, deltaItems: 0 });
+    expect(merged.obsolete).toHaveLength(3);
+    expect(await read(store, [])).toEqual([
+      "01 first 1",
+      "02 first 2",
+      "04 first 4 again",
+      "06 first 6",
+      "07 first 7",
+      "08 first 8",
+      "09 first 9",
+    ]);
+
+    const second = new SnapshotChanges(store, "r2", cache, 3);
+    await second.add(row(5, "second 5"));
+    await second.add(row(7, "second 7"));
+    const added = await updateSnapshot({ store, state: merged.state, runId: "r2", changes: second, cache });
+    expect(added.state).toMatchObject({ deltas: ["r2-0000"], baseItems: 7, deltaItems: 2 });
+    expect(await read(store, added.state.deltas)).toEqual([
+      "01 first 1",
+      "02 first 2",
+      "04 first 4 again",
+      "05 second 5",
+      "06 first 6",
+      "07 second 7",
+      "08 first 8",
+      "09 first 9",
+    ]);
   });
 });

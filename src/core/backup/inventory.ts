@@ -278,11 +278,20 @@ class ChunkWriter {
   }
 }
 
+/** Takes one listed item into the run: its place (folder), the groups it is shared to. */
+type AcceptItem = (
+  item: PortalItem,
+  folderId: string | null,
+  folderTitle: string | null,
+  groups: string[],
+) => Promise<void>;
+
 /**
  * Lists every item of the org the identity can reach — each member's root folder and every
  * folder (not search, whose paging stops at 10,000 results), plus items shared into the org's
  * groups from elsewhere — and the org records (portal, users, groups with members, folders).
- * Writes it all to Blob; returns only counts.
+ * A filter of item ids reads just those items (a snapshot before a risky edit starts at once,
+ * whatever the org's size). Writes it all to Blob; returns only counts.
  */
 export async function takeInventory(options: {
   portal: PortalClient;
@@ -296,34 +305,16 @@ export async function takeInventory(options: {
   const { portal, store, runId, log } = options;
   const filter = options.filter ?? {};
   const org = orgRecordNames(runId);
-  const self = await portal.json<{ id?: string; user?: { username?: string } }>(
-    "portals/self",
-    {},
-    { method: "GET" },
-  );
+  const self = await portal.json<PortalSelf>("portals/self", {}, { method: "GET" });
   await store.uploadJson(org.portal, self);
-
-  const users: PortalUser[] = [];
-  for await (const page of pages<PagedResponse & { users: PortalUser[] }>(portal, "portals/self/users")) {
-    users.push(...page.users);
-  }
-  if (users.length === 0 && self.user?.username) users.push({ username: self.user.username });
-  await store.uploadBuffer(org.users, ndjson(users), "application/x-ndjson");
-
-  // Groups first: they say which items are shared where.
-  const { groupsOfItem, outsideItems, groupCount } = await recordGroups(portal, store, org.groups, {
-    query: self.id ? `orgid:${self.id}` : "*",
-    orgUsers: new Set(users.map((u) => u.username)),
-  });
 
   const writer = new ChunkWriter(store, runId);
   const unchanged = new UnchangedWriter(store, runId, options.previous, (record) => writer.add(record));
   const seen = new Set<string>();
-  const folders: Array<{ owner: string; id: string; title: string }> = [];
-  const accept = async (item: PortalItem, folderId: string | null, folderTitle: string | null) => {
+  const accept: AcceptItem = async (item, folderId, folderTitle, groups) => {
     if (seen.has(item.id)) return;
     seen.add(item.id);
-    const record = toRecord(item, folderId, folderTitle, groupsOfItem.get(item.id) ?? []);
+    const record = toRecord(item, folderId, folderTitle, groups);
     if (!matches(record, item, filter)) return;
     const before = options.previous?.items.get(item.id);
     // Hosted feature data changes without `modified`; those items are versioned by the export.
@@ -333,39 +324,12 @@ export async function takeInventory(options: {
     }
     await writer.add(before ? { ...record, previousVersion: before.version } : record);
   };
-
-  if (filter.itemIds && filter.itemIds.length > 0) {
-    // A short list of ids: read them directly instead of listing the whole org.
-    for (const id of filter.itemIds) {
-      try {
-        const item = await portal.json<PortalItem>(`content/items/${id}`, {}, { method: "GET" });
-        await accept(item, item.ownerFolder ?? null, null);
-      } catch (error) {
-        if (!(error instanceof PortalNotFoundError)) throw error;
-        log.warn("Item in the filter is missing or not visible", { itemId: id });
-      }
-    }
-  } else {
-    const owners = filter.owners ? users.filter((u) => filter.owners?.includes(u.username)) : users;
-    await mapWithConcurrency(owners, LISTING_CONCURRENCY, async (user) => {
-      const path = `content/users/${encodeURIComponent(user.username)}`;
-      const userFolders: Array<{ id: string; title: string }> = [];
-      for await (const page of pages<UserContentResponse>(portal, path)) {
-        if (page.folders && userFolders.length === 0) userFolders.push(...page.folders);
-        for (const item of page.items) await accept(item, null, null);
-      }
-      for (const folder of userFolders) {
-        folders.push({ owner: user.username, id: folder.id, title: folder.title });
-        for await (const page of pages<UserContentResponse>(portal, `${path}/${folder.id}`)) {
-          for (const item of page.items) await accept(item, folder.id, folder.title);
-        }
-      }
-    });
-    for (const item of outsideItems.values()) await accept(item, null, null);
-  }
+  const listed =
+    filter.itemIds && filter.itemIds.length > 0
+      ? await listItemsById(portal, store, org, filter.itemIds, accept, log)
+      : await listOrg(portal, store, org, self, filter, accept);
   await writer.flush();
   await unchanged.flush();
-  await store.uploadBuffer(org.folders, ndjson(folders), "application/x-ndjson");
   if (options.previous) {
     const gone = options.filter ? [] : [...options.previous.items.keys()].filter((id) => !seen.has(id));
     const changes: InventoryChanges = {
@@ -380,15 +344,129 @@ export async function takeInventory(options: {
     items: writer.items,
     unchanged: unchanged.count,
     chunks: writer.chunks,
-    users: users.length,
+    users: listed.users,
   });
   return {
     itemCount: writer.items,
     unchangedCount: unchanged.count,
     chunkCount: writer.chunks,
-    users: users.length,
-    groups: groupCount,
+    users: listed.users,
+    groups: listed.groups,
   };
+}
+
+type PortalSelf = { id?: string; user?: { username?: string } };
+type OrgRecords = ReturnType<typeof orgRecordNames>;
+
+/** The whole org: users, groups, then each member's content, folder by folder. */
+async function listOrg(
+  portal: PortalClient,
+  store: BackupStore,
+  org: OrgRecords,
+  self: PortalSelf,
+  filter: BackupFilter,
+  accept: AcceptItem,
+): Promise<{ users: number; groups: number }> {
+  const users: PortalUser[] = [];
+  for await (const page of pages<PagedResponse & { users: PortalUser[] }>(portal, "portals/self/users")) {
+    users.push(...page.users);
+  }
+  if (users.length === 0 && self.user?.username) users.push({ username: self.user.username });
+  await store.uploadBuffer(org.users, ndjson(users), "application/x-ndjson");
+
+  // Groups first: they say which items are shared where.
+  const { groupsOfItem, outsideItems, groupCount } = await recordGroups(portal, store, org.groups, {
+    query: self.id ? `orgid:${self.id}` : "*",
+    orgUsers: new Set(users.map((u) => u.username)),
+  });
+  const groupsOf = (item: PortalItem) => groupsOfItem.get(item.id) ?? [];
+  const folders: Array<{ owner: string; id: string; title: string }> = [];
+  const owners = filter.owners ? users.filter((u) => filter.owners?.includes(u.username)) : users;
+  await mapWithConcurrency(owners, LISTING_CONCURRENCY, async (user) => {
+    const path = `content/users/${encodeURIComponent(user.username)}`;
+    const userFolders: Array<{ id: string; title: string }> = [];
+    for await (const page of pages<UserContentResponse>(portal, path)) {
+      if (page.folders && userFolders.length === 0) userFolders.push(...page.folders);
+      for (const item of page.items) await accept(item, null, null, groupsOf(item));
+    }
+    for (const folder of userFolders) {
+      folders.push({ owner: user.username, id: folder.id, title: folder.title });
+      for await (const page of pages<UserContentResponse>(portal, `${path}/${folder.id}`)) {
+        for (const item of page.items) await accept(item, folder.id, folder.title, groupsOf(item));
+      }
+    }
+  });
+  for (const item of outsideItems.values()) await accept(item, null, null, groupsOf(item));
+  await store.uploadBuffer(org.folders, ndjson(folders), "application/x-ndjson");
+  return { users: users.length, groups: groupCount };
+}
+
+/**
+ * Just the items asked for, each read by id with the groups it is shared to and its folder; the
+ * org records hold only their owners, groups and folders (what a restore of them looks up).
+ */
+async function listItemsById(
+  portal: PortalClient,
+  store: BackupStore,
+  org: OrgRecords,
+  itemIds: readonly string[],
+  accept: AcceptItem,
+  log: Logger,
+): Promise<{ users: number; groups: number }> {
+  const groups = new Map<string, PortalGroup & { itemIds: string[] }>();
+  const foldersOfOwner = new Map<string, Promise<Array<{ id: string; title: string }>>>();
+  const folders = new Map<string, { owner: string; id: string; title: string }>();
+  const owners = new Set<string>();
+  for (const id of itemIds) {
+    let item: PortalItem;
+    try {
+      item = await portal.json<PortalItem>(`content/items/${id}`, {}, { method: "GET" });
+    } catch (error) {
+      if (!(error instanceof PortalNotFoundError)) throw error;
+      log.warn("Item in the filter is missing or not visible", { itemId: id });
+      continue;
+    }
+    const shared = await portal.json<Partial<Record<"admin" | "member" | "other", PortalGroup[]>>>(
+      `content/items/${id}/groups`,
+      {},
+      { method: "GET" },
+    );
+    const itemGroups = [...(shared.admin ?? []), ...(shared.member ?? []), ...(shared.other ?? [])];
+    for (const group of itemGroups) {
+      const record = groups.get(group.id) ?? { ...group, itemIds: [] };
+      record.itemIds.push(item.id);
+      groups.set(group.id, record);
+    }
+    owners.add(item.owner);
+    const folderId = item.ownerFolder ?? null;
+    let folder: { id: string; title: string } | undefined;
+    if (folderId) {
+      if (!foldersOfOwner.has(item.owner)) foldersOfOwner.set(item.owner, ownerFolders(portal, item.owner));
+      folder = (await foldersOfOwner.get(item.owner))?.find((f) => f.id === folderId);
+      if (folder) folders.set(folder.id, { owner: item.owner, ...folder });
+    }
+    await accept(
+      item,
+      folderId,
+      folder?.title ?? null,
+      itemGroups.map((g) => g.id),
+    );
+  }
+  const users = [...owners].map((username) => ({ username }));
+  await store.uploadBuffer(org.users, ndjson(users), "application/x-ndjson");
+  await store.uploadBuffer(org.groups, ndjson([...groups.values()]), "application/x-ndjson");
+  await store.uploadBuffer(org.folders, ndjson([...folders.values()]), "application/x-ndjson");
+  return { users: users.length, groups: groups.size };
+}
+
+/** A user's folders (the first page of their content lists them all). */
+async function ownerFolders(portal: PortalClient, username: string) {
+  const content = await portal.json<UserContentResponse>(
+    `content/users/${encodeURIComponent(username)}`,
+    { num: 1 },
+    { method: "GET" },
+  );
+  return content.folders ?? [];
 }
 
 /**

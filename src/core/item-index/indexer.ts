@@ -9,7 +9,7 @@ import { isCompleteRun } from "../backup/retention.js";
 import type { RunRecord } from "../backup/runs.js";
 import { mapWithConcurrency } from "../concurrency.js";
 import type { IndexHead, ItemIndex, ItemRow, VersionRow } from "./item-index.js";
-import { deleteDeltas, snapshotLine, updateSnapshot } from "./search-snapshot.js";
+import { deleteDeltas, SnapshotChanges, updateSnapshot } from "./search-snapshot.js";
 
 /** Item rows read at once (writes go in transactions of 100). */
 const READERS = 16;
@@ -22,8 +22,8 @@ interface IndexContext {
   index: ItemIndex;
   run: RunRecord;
   head: IndexHead | undefined;
-  /** The snapshot lines of what changed, serialised (a first run of 100,000 items changes them all). */
-  rows: Map<string, string>;
+  /** The rows that changed, on their way to the search snapshot. */
+  changes: SnapshotChanges;
 }
 
 /**
@@ -45,7 +45,14 @@ export async function indexRun(options: {
 }) {
   const { store, index, run } = options;
   const head = await index.head(run.identityId);
-  const context: IndexContext = { store, index, run, head, rows: new Map() };
+  const cache = { cacheDirectory: options.cacheDirectory, cacheSpace: options.cacheSpace };
+  const context: IndexContext = {
+    store,
+    index,
+    run,
+    head,
+    changes: new SnapshotChanges(store, run.runId, cache),
+  };
   const changes = head ? await readInventoryChanges(store, run.runId) : undefined;
   if (head && changes?.comparedWithRunId === head.lastRunId) await indexNotedChanges(context, changes);
   else await indexByComparison(context);
@@ -55,9 +62,8 @@ export async function indexRun(options: {
     store,
     state: head?.snapshot,
     runId: run.runId,
-    changes: context.rows,
-    cacheDirectory: options.cacheDirectory,
-    cacheSpace: options.cacheSpace,
+    changes: context.changes,
+    cache,
   });
   await index.setHead(run.identityId, {
     lastRunId: unfiltered || !head ? run.runId : head.lastRunId,
@@ -65,7 +71,7 @@ export async function indexRun(options: {
     snapshot: snapshot.state,
   });
   await deleteDeltas(store, snapshot.obsolete);
-  return { changed: context.rows.size };
+  return { changed: context.changes.count };
 }
 
 /** Indexes the results of the run's batches and what its inventory noted against the head's run. */
@@ -126,7 +132,7 @@ async function indexResults(
       indexed.map((entry) => entry.row),
       indexed.flatMap((entry) => (entry.version ? [entry.version] : [])),
     );
-    for (const { row } of indexed) noteRow(context, row);
+    for (const { row } of indexed) await noteRow(context, row);
     batch = [];
   };
   for await (const result of results) {
@@ -166,13 +172,13 @@ async function writeKnownRows(
       })
     ).flat();
     await context.index.putRows(identityId, rows, []);
-    for (const row of rows) noteRow(context, row);
+    for (const row of rows) await noteRow(context, row);
   }
 }
 
-function noteRow(context: IndexContext, row: ItemRow): void {
+async function noteRow(context: IndexContext, row: ItemRow): Promise<void> {
   const { versions: _versions, ...searchRow } = row;
-  context.rows.set(row.itemId, snapshotLine(searchRow));
+  await context.changes.add(searchRow);
 }
 
 /** The results of the run's batches: the items it exported, not those the inventory found unchanged. */

@@ -10,53 +10,91 @@ import { type SearchRow, type SnapshotState, searchRowSchema } from "./item-inde
  * through the table on Azure), in the identity's folder:
  * - `index/items.ndjson`, the base: every item the index knew when it was last merged, one line
  *   each, in item id order;
- * - `index/deltas/<runId>.ndjson`: the rows a run changed since, in item id order.
+ * - `index/deltas/<runId>-<n>.ndjson`: the rows a run changed since, in item id order, in files of
+ *   at most DELTA_ROWS lines (a run's changes are never all in memory: a first run changes every item).
  * A run that changed a few items writes a delta of a few lines; once the deltas add up to a tenth
- * of the base (or there are many), the next run merges them all into a new base, streamed through
- * the cache folder — so a run's share of rewriting the base stays a small part of its end.
+ * of the base (or there are many), their rows are merged into a new base, streamed through the
+ * cache folder — so a run's share of rewriting the base stays a small part of its end.
  */
 const SEARCH_SNAPSHOT = "index/items.ndjson";
 const DELTAS_PREFIX = "index/deltas/";
+/** Rows of a delta file: what a run holds of its changes at once. */
+const DELTA_ROWS = 5_000;
 /** Deltas up to this many lines in all, or a tenth of the base if more, before a merge. */
 const MIN_DELTA_ITEMS = 500;
-const MAX_DELTAS = 20;
+const MAX_DELTAS = 40;
 
-function deltaName(runId: string): string {
-  return `${DELTAS_PREFIX}${runId}.ndjson`;
+function deltaName(delta: string): string {
+  return `${DELTAS_PREFIX}${delta}.ndjson`;
+}
+
+type Cache = { cacheDirectory: string; cacheSpace: CacheSpace };
+
+/** A run's changed rows, written as sorted delta files of DELTA_ROWS as they come. */
+export class SnapshotChanges {
+  private rows = new Map<string, string>();
+  /** The delta files written, oldest first. */
+  readonly deltas: string[] = [];
+  count = 0;
+
+  constructor(
+    private readonly store: BackupStore,
+    private readonly runId: string,
+    private readonly cache: Cache,
+    private readonly rowsPerDelta = DELTA_ROWS,
+  ) {}
+
+  async add(row: SearchRow): Promise<void> {
+    this.rows.set(row.itemId, snapshotLine(row));
+    this.count++;
+    if (this.rows.size >= this.rowsPerDelta) await this.flush();
+  }
+
+  async flush(): Promise<void> {
+    if (this.rows.size === 0) return;
+    const delta = `${this.runId}-${String(this.deltas.length).padStart(4, "0")}`;
+    const rows = this.rows;
+    this.rows = new Map();
+    await writeLines(this.store, deltaName(delta), sortedValues(rows), this.cache);
+    this.deltas.push(delta);
+  }
+
+  ownsDelta(delta: string): boolean {
+    return delta.startsWith(`${this.runId}-`);
+  }
 }
 
 /**
- * Takes a run's changed rows into the snapshot, as a delta or merged into a new base. Answers the
- * new state for the head, and the delta blobs the new base made obsolete: delete them once the
- * head names the new state (until then they are still what a search reads).
+ * Takes a run's changes into the snapshot: its deltas join the head's, or all are merged into a
+ * new base. Answers the new state for the head, and the delta blobs a merge made obsolete: delete
+ * them once the head names the new state (until then they are still what a search reads).
  */
 export async function updateSnapshot(options: {
   store: BackupStore;
   /** The head's state; undefined when there is no head yet (the base is written whole). */
   state: SnapshotState | undefined;
   runId: string;
-  /** The lines of the rows that changed (new, updated, deleted), by item id (see snapshotLine). */
-  changes: ReadonlyMap<string, string>;
-  cacheDirectory: string;
-  cacheSpace: CacheSpace;
+  changes: SnapshotChanges;
+  cache: Cache;
 }): Promise<{ state: SnapshotState; obsolete: string[] }> {
   const { store, state, runId, changes } = options;
-  if (state && changes.size === 0) return { state, obsolete: [] };
-  // A run indexed again (a retried finalize) replaces its own delta.
-  const deltas = (state?.deltas ?? []).filter((delta) => delta !== runId);
-  const deltaItems = (state?.deltaItems ?? 0) + changes.size;
+  await changes.flush();
+  if (state && changes.deltas.length === 0) return { state, obsolete: [] };
+  // A run indexed again (a retried finalize) replaces its own deltas.
+  const deltas = [...(state?.deltas ?? []).filter((delta) => !changes.ownsDelta(delta)), ...changes.deltas];
+  const deltaItems = (state?.deltaItems ?? 0) + changes.count;
   const baseItems = state?.baseItems;
   const small =
     baseItems !== undefined &&
-    deltas.length < MAX_DELTAS &&
+    deltas.length <= MAX_DELTAS &&
     deltaItems <= Math.max(MIN_DELTA_ITEMS, baseItems / 10);
   if (small) {
-    await writeSorted(store, deltaName(runId), changes, options);
-    return { state: { writtenBy: runId, deltas: [...deltas, runId], baseItems, deltaItems }, obsolete: [] };
+    return { state: { writtenBy: runId, deltas, baseItems, deltaItems }, obsolete: [] };
   }
-  const merged = await deltaLines(store, deltas);
-  for (const [itemId, line] of changes) merged.set(itemId, line);
-  const lines = await writeSorted(store, SEARCH_SNAPSHOT, merged, options, baseRows(store));
+  const merged = async function* () {
+    for await (const row of snapshotRows(store, { deltas })) yield snapshotLine(row);
+  };
+  const lines = await writeLines(store, SEARCH_SNAPSHOT, merged(), options.cache);
   return {
     state: { writtenBy: runId, deltas: [], baseItems: lines, deltaItems: 0 },
     obsolete: deltas.map(deltaName),
@@ -74,13 +112,37 @@ export async function deleteDeltas(store: BackupStore, names: readonly string[])
   for (const name of names) await store.delete(name).catch(() => undefined);
 }
 
-/** The snapshot's rows in item id order (base and deltas merged), each validated. */
-export async function* snapshotRows(store: BackupStore, state: SnapshotState): AsyncGenerator<SearchRow> {
-  const changes = new Map<string, SearchRow>();
-  for (const runId of state.deltas) {
-    for await (const row of rowsOf(store, deltaName(runId))) changes.set(row.itemId, row);
+/**
+ * The snapshot's rows in item id order, each validated: the base and the deltas merged as they
+ * stream (a later delta's row of an item takes the place of the base's and earlier deltas').
+ */
+export async function* snapshotRows(
+  store: BackupStore,
+  state: Pick<SnapshotState, "deltas">,
+): AsyncGenerator<SearchRow> {
+  const sources = [
+    rowsOf(store, SEARCH_SNAPSHOT),
+    ...state.deltas.map((delta) => rowsOf(store, deltaName(delta))),
+  ];
+  const heads = await Promise.all(sources.map((source) => nextRow(source)));
+  while (true) {
+    let first: string | undefined;
+    for (const head of heads) if (head && (first === undefined || head.itemId < first)) first = head.itemId;
+    if (first === undefined) return;
+    let newest: SearchRow | undefined;
+    for (const [i, source] of sources.entries()) {
+      while (heads[i]?.itemId === first) {
+        newest = heads[i];
+        heads[i] = await nextRow(source);
+      }
+    }
+    yield newest as SearchRow;
   }
-  yield* mergeById(baseRows(store), changes, (row) => row);
+}
+
+async function nextRow(source: AsyncGenerator<SearchRow>): Promise<SearchRow | undefined> {
+  const next = await source.next();
+  return next.done ? undefined : next.value;
 }
 
 /** A row as a line of the snapshot. */
@@ -88,66 +150,31 @@ export function snapshotLine(row: SearchRow): string {
   return `${JSON.stringify(row)}\n`;
 }
 
-function baseRows(store: BackupStore): AsyncGenerator<SearchRow> {
-  return rowsOf(store, SEARCH_SNAPSHOT);
+function* sortedValues(rows: ReadonlyMap<string, string>): Generator<string> {
+  for (const itemId of [...rows.keys()].sort()) yield rows.get(itemId) as string;
 }
 
-async function deltaLines(store: BackupStore, deltas: readonly string[]): Promise<Map<string, string>> {
-  const lines = new Map<string, string>();
-  for (const runId of deltas) {
-    for await (const row of rowsOf(store, deltaName(runId))) lines.set(row.itemId, snapshotLine(row));
-  }
-  return lines;
-}
-
-/**
- * Writes `changes` (lines by item id) in item id order, merged into `base` when given (a changed
- * line replaces the base's), through the cache folder; answers the number of lines written.
- */
-async function writeSorted(
+/** Writes lines to a blob through the cache folder; answers how many. */
+async function writeLines(
   store: BackupStore,
   name: string,
-  changes: ReadonlyMap<string, string>,
-  cache: { cacheDirectory: string; cacheSpace: CacheSpace },
-  base?: AsyncIterable<SearchRow>,
+  lines: Iterable<string> | AsyncIterable<string>,
+  cache: Cache,
 ): Promise<number> {
   let count = 0;
-  async function* lines(): AsyncGenerator<Buffer> {
-    const merged = base
-      ? mergeById(base, changes, snapshotLine)
-      : (async function* () {
-          for (const itemId of [...changes.keys()].sort()) yield changes.get(itemId) as string;
-        })();
-    for await (const line of merged) {
+  async function* bytes(): AsyncGenerator<Buffer> {
+    for await (const line of lines) {
       count++;
       yield Buffer.from(line);
     }
   }
-  const file = await streamToCache(Readable.from(lines()), cache.cacheDirectory, cache.cacheSpace);
+  const file = await streamToCache(Readable.from(bytes()), cache.cacheDirectory, cache.cacheSpace);
   try {
     await store.uploadCached(name, file, "application/x-ndjson");
   } finally {
     await file.discard();
   }
   return count;
-}
-
-/** Rows in item id order with `changes` taking the place of (or joining) the base's. */
-async function* mergeById<T>(
-  base: AsyncIterable<SearchRow>,
-  changes: ReadonlyMap<string, T>,
-  fromBase: (row: SearchRow) => T,
-): AsyncGenerator<T> {
-  const pending = [...changes.keys()].sort();
-  let next = 0;
-  for await (const row of base) {
-    while (next < pending.length && (pending[next] as string) < row.itemId) {
-      yield changes.get(pending[next++] as string) as T;
-    }
-    if (pending[next] === row.itemId) yield changes.get(pending[next++] as string) as T;
-    else yield fromBase(row);
-  }
-  while (next < pending.length) yield changes.get(pending[next++] as string) as T;
 }
 
 /** A snapshot file's rows, each validated; none when the file does not exist. */

@@ -19,7 +19,7 @@ import { mapWithConcurrency } from "../concurrency.js";
 import { parseStoredJson, parseStoredLines } from "../stored-document.js";
 import { isImmutabilityRefusal, type StorageError, toStorageError } from "./storage-errors.js";
 
-const UPLOAD_BLOCK = 8 * 1024 * 1024;
+const UPLOAD_BLOCK = 4 * 1024 * 1024;
 const UPLOAD_CONCURRENCY = 4;
 /** Blocks read back from the cache and on their way to Blob, across all uploads of the process. */
 const BLOCK_BUFFERS = 4;
