@@ -12,7 +12,7 @@ import type { IndexHead, ItemIndex, ItemRow, VersionRow } from "./item-index.js"
 import { deleteDeltas, SnapshotChanges, updateSnapshot } from "./search-snapshot.js";
 
 /** Item rows read at once (writes go in transactions of 100). */
-const READERS = 16;
+const READERS = 32;
 /** Changed items read from the run's results before their rows are written. */
 const INDEX_BATCH = 500;
 const itemTagsSchema = z.object({ tags: z.array(z.string()).nullish() }).passthrough();
@@ -122,7 +122,8 @@ async function indexResults(
   const flush = async () => {
     const indexed = (
       await mapWithConcurrency(batch, READERS, async ({ result, compareWithRow }) => {
-        const known = await index.item(identityId, result.itemId);
+        // Without a head the index is empty (a first run, a rebuild): nothing to read.
+        const known = context.head ? await index.item(identityId, result.itemId) : undefined;
         if (compareWithRow && known?.present && rowFingerprint(known) === fingerprint(result)) return [];
         return [await indexItem(store, known, run, result)];
       })
