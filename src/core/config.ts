@@ -137,6 +137,13 @@ export const SETTINGS: readonly SettingSpec[] = [
     requiredInAzure: false,
   },
   {
+    name: "LAYER_FULL_EXPORT_EVERY",
+    description:
+      "A hosted layer that tracks changes is stored as change sets between full exports; a full export is taken at least every this many versions of the layer (1: always full), so a restore never replays a long chain.",
+    defaultValue: "7",
+    requiredInAzure: false,
+  },
+  {
     name: "LOG_LEVEL",
     description: "Lowest level of the app's own log lines: info, warn or error.",
     defaultValue: "info",
@@ -146,6 +153,13 @@ export const SETTINGS: readonly SettingSpec[] = [
     name: "APPLICATIONINSIGHTS_CONNECTION_STRING",
     description: "Application Insights connection, set by the deployment.",
     requiredInAzure: true,
+  },
+  {
+    name: "CONSOLE_ALLOWED_ROLE",
+    description:
+      "The Microsoft Entra ID app role a signed-in person needs to use the console in Azure (src/core/console/access.ts).",
+    defaultValue: "Console.Admin",
+    requiredInAzure: false,
   },
 ];
 
@@ -177,6 +191,8 @@ export interface AppConfig {
   outage: OutageSettings;
   /** First backoff of portal retries (PortalClientOptions.baseDelayMs). */
   portalRetryBaseDelayMs: number;
+  /** A hosted layer with change tracking is exported full at least every this many versions. */
+  layerFullExportEvery: number;
 }
 
 type Env = Record<string, string | undefined>;
@@ -220,6 +236,13 @@ export function loadConfig(env: Env = process.env): AppConfig {
     maxOutageMs: numberSetting(env, "OUTAGE_MAX_SECONDS", 0, 7 * 24 * 3600) * 1000,
   };
   const portalRetryBaseDelayMs = numberSetting(env, "PORTAL_RETRY_BASE_DELAY_MS", 1, 60_000);
+  const layerFullExportEvery = numberSetting(env, "LAYER_FULL_EXPORT_EVERY", 1, 1000);
+  if (!Number.isInteger(layerFullExportEvery)) {
+    throw new ConfigurationError(
+      "LAYER_FULL_EXPORT_EVERY must be a whole number from 1 to 1000",
+      "LAYER_FULL_EXPORT_EVERY",
+    );
+  }
   const connectionString = env.AzureWebJobsStorage?.trim();
   const appStorage: AppStorageConfig = {};
   if (connectionString) {
@@ -252,6 +275,7 @@ export function loadConfig(env: Env = process.env): AppConfig {
     requestUnitsWindowMs: windowSeconds * 1000,
     outage,
     portalRetryBaseDelayMs,
+    layerFullExportEvery,
   };
   if (keyVaultUrl) config.keyVaultUrl = keyVaultUrl;
   const publicBaseUrl = setting(env, "PUBLIC_BASE_URL");

@@ -167,7 +167,8 @@ async function buildServices(): Promise<Services> {
     itemIndex,
     portalFor,
     openStore,
-    serviceDataFor: (portal, runLog) => createFeatureDataExporter(portal, { log: runLog }),
+    serviceDataFor: (portal, runLog) =>
+      createFeatureDataExporter(portal, { log: runLog, fullExportEvery: config.layerFullExportEvery }),
     governorFor,
     cacheMaxBytes: config.cacheMaxBytes,
     outage: config.outage,

@@ -58,11 +58,85 @@ export const uuidOf = (key: number, n: number): string => {
   return `${a}-${b.slice(0, 4)}-4${b.slice(5, 8)}-${((Number.parseInt(c[0] ?? "8", 16) & 3) | 8).toString(16)}${c.slice(1, 4)}-${c.slice(4)}${d}`;
 };
 
-/** Rows of a layer: generated ones (oid 1..baseCount) overlaid with edits. */
+/** A map that tells its owner which key an edit touched (the store's change tracking). */
+class TrackedMap<V> extends Map<number, V> {
+  constructor(private readonly onEdit?: (key: number, kind: "set" | "delete", isNew: boolean) => void) {
+    super();
+  }
+  override set(key: number, value: V): this {
+    const isNew = !this.has(key);
+    super.set(key, value);
+    this.onEdit?.(key, "set", isNew);
+    return this;
+  }
+  override delete(key: number): boolean {
+    const had = super.delete(key);
+    if (had) this.onEdit?.(key, "delete", false);
+    return had;
+  }
+}
+
+class TrackedSet extends Set<number> {
+  constructor(private readonly onAdd?: (key: number) => void) {
+    super();
+  }
+  override add(key: number): this {
+    const isNew = !this.has(key);
+    super.add(key);
+    if (isNew) this.onAdd?.(key);
+    return this;
+  }
+}
+
+/** Which rows and attachments changed after a generation, as extractChanges reports them. */
+export interface LayerChanges {
+  inserts: number[];
+  updates: number[];
+  deletes: number[];
+  attachmentAdds: Array<{ parentObjectId: number; attachment: AttachmentRec }>;
+  attachmentDeletes: number[];
+}
+
+/**
+ * Rows of a layer: generated ones (oid 1..baseCount) overlaid with edits. Every edit (however it
+ * comes: applyEdits, addAttachment or a test's mutate) advances the layer's `serverGen` and is
+ * remembered per row and per attachment, which is what change tracking answers from; changes at
+ * or before `minServerGen` are no longer answerable (a test moves it to expire old generations).
+ */
 export class FeatureStore {
-  readonly deleted = new Set<number>();
-  readonly updated = new Map<number, Feature>();
-  readonly added = new Map<number, Feature>();
+  /** The generation of the latest edit; minServerGen: the oldest one extractChanges still answers from. */
+  serverGen = 1;
+  minServerGen = 1;
+  /** Rows and attachment rows written by edits since the counters were last reset (tests read them). */
+  readonly editCounts = {
+    rowInserts: 0,
+    rowUpdates: 0,
+    rowDeletes: 0,
+    attachmentAdds: 0,
+    attachmentDeletes: 0,
+  };
+  private readonly rowGen = new Map<number, number>();
+  private readonly insertGen = new Map<number, number>();
+  private readonly attachmentAddGen = new Map<number, { gen: number; oid: number }>();
+  private readonly attachmentDeleteGen = new Map<number, { gen: number; oid: number }>();
+  readonly deleted = new TrackedSet((oid) => {
+    this.rowGen.set(oid, ++this.serverGen);
+    this.editCounts.rowDeletes++;
+  });
+  readonly updated = new TrackedMap<Feature>((oid, kind) => {
+    if (kind === "set") {
+      this.rowGen.set(oid, ++this.serverGen);
+      this.editCounts.rowUpdates++;
+    }
+  });
+  readonly added = new TrackedMap<Feature>((oid, kind, isNew) => {
+    this.rowGen.set(oid, ++this.serverGen);
+    if (kind === "set" && isNew) {
+      this.insertGen.set(oid, this.serverGen);
+      this.editCounts.rowInserts++;
+    } else if (kind === "set") this.editCounts.rowUpdates++;
+    else this.editCounts.rowDeletes++;
+  });
   private readonly attOverlay = new Map<number, AttachmentRec[]>();
   nextOid: number;
   nextAttachmentId = 1_000_000_000;
@@ -76,6 +150,34 @@ export class FeatureStore {
   ) {
     this.nextOid = baseCount + 1;
     this.lastEditDate = created;
+  }
+
+  /** What changed after generation `since`: rows inserted, updated, deleted; attachments added, deleted. */
+  changesSince(since: number): LayerChanges {
+    const out: LayerChanges = {
+      inserts: [],
+      updates: [],
+      deletes: [],
+      attachmentAdds: [],
+      attachmentDeletes: [],
+    };
+    for (const [oid, gen] of this.rowGen) {
+      if (gen <= since) continue;
+      const insertedAfter = (this.insertGen.get(oid) ?? 0) > since;
+      if (this.has(oid)) (insertedAfter ? out.inserts : out.updates).push(oid);
+      else if (!insertedAfter) out.deletes.push(oid);
+    }
+    for (const [id, { gen, oid }] of this.attachmentAddGen) {
+      if (gen <= since) continue;
+      const attachment = this.attachments(oid).find((a) => a.id === id);
+      if (attachment) out.attachmentAdds.push({ parentObjectId: oid, attachment });
+    }
+    for (const [id, { gen }] of this.attachmentDeleteGen) {
+      if (gen > since && (this.attachmentAddGen.get(id)?.gen ?? 0) <= since) out.attachmentDeletes.push(id);
+    }
+    for (const list of [out.inserts, out.updates, out.deletes, out.attachmentDeletes])
+      list.sort((a, b) => a - b);
+    return out;
   }
 
   count(): number {
@@ -110,7 +212,24 @@ export class FeatureStore {
   }
 
   setAttachments(oid: number, list: AttachmentRec[]): void {
+    const before = this.attachments(oid);
+    for (const a of list) {
+      if (before.some((b) => b.id === a.id)) continue;
+      this.attachmentAddGen.set(a.id, { gen: ++this.serverGen, oid });
+      this.editCounts.attachmentAdds++;
+    }
+    for (const b of before) {
+      if (list.some((a) => a.id === b.id)) continue;
+      this.attachmentDeleteGen.set(b.id, { gen: ++this.serverGen, oid });
+      this.editCounts.attachmentDeletes++;
+    }
     this.attOverlay.set(oid, list);
+  }
+
+  resetEditCounts(): void {
+    for (const key of Object.keys(this.editCounts) as Array<keyof FeatureStore["editCounts"]>) {
+      this.editCounts[key] = 0;
+    }
   }
 
   touch(now = Date.now()): void {
@@ -520,4 +639,13 @@ export function attachmentInfoJson(a: AttachmentRec, parentGlobalId?: string): R
     keywords: a.keywords,
     exifInfo: null,
   };
+}
+
+/** A row as a query with `outFields=*` answers it (extractChanges sends the same). */
+export function featureJson(layer: LayerSpec, oid: number): Record<string, unknown> | undefined {
+  const feature = layer.store.get(oid);
+  if (!feature) return undefined;
+  const attributes: Record<string, unknown> = {};
+  for (const field of layer.fields) attributes[field.name] = getAttr(feature, field.name);
+  return layer.geometryType ? { attributes, geometry: feature.geometry ?? null } : { attributes };
 }

@@ -1495,6 +1495,17 @@ export class SimOrg {
     this.version++;
   }
 
+  /**
+   * Turns change tracking on or off for a hosted feature service (its `ChangeTracking` capability,
+   * as the ArcGIS Online setting "Keep track of changes to the data" does).
+   */
+  setChangeTracking(i: number, on: boolean): void {
+    const def = this.pinService(i);
+    if (!def) throw new Error(`no service at index ${i}`);
+    const others = def.capabilities.split(",").filter((c) => c.trim() && c.trim() !== "ChangeTracking");
+    def.capabilities = [...others, ...(on ? ["ChangeTracking"] : [])].join(",");
+  }
+
   newStore(created = Date.now()): FeatureStore {
     return new FeatureStore(
       0,

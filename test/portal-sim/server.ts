@@ -119,6 +119,7 @@ function serviceRoutes(ctx: SimContext): Route[] {
     s(`${pre}([^/]+)/(FeatureServer|VectorTileServer)/?`, "$2", svc.serviceRoot),
     s(`${fs}/layers`, "FeatureServer/layers", svc.serviceLayers),
     s(`${fs}/applyEdits`, "FeatureServer/applyEdits", svc.serviceApplyEdits),
+    s(`${fs}/extractChanges`, "FeatureServer/extractChanges", svc.extractChanges),
     s(`${fs}/(\\d+)/?`, "FeatureServer/:layer", svc.layerRoot),
     s(`${fs}/(\\d+)/query`, "FeatureServer/:layer/query", svc.layerQuery),
     s(`${fs}/(\\d+)/queryAttachments`, "FeatureServer/:layer/queryAttachments", svc.queryAttachments),
@@ -130,6 +131,11 @@ function serviceRoutes(ctx: SimContext): Route[] {
       svc.attachmentData,
     ),
     s(`${fs}/(\\d+)/(\\d+)/addAttachment`, "FeatureServer/:layer/:oid/addAttachment", svc.addAttachment),
+    s(
+      `${fs}/(\\d+)/(\\d+)/deleteAttachments`,
+      "FeatureServer/:layer/:oid/deleteAttachments",
+      svc.deleteAttachments,
+    ),
     s(
       `${admin}([^/]+)/FeatureServer/addToDefinition`,
       "admin/FeatureServer/addToDefinition",

@@ -4,6 +4,7 @@ import {
   attachmentInfoJson,
   type Feature,
   type FieldDef,
+  featureJson,
   type LayerSpec,
   matchOids,
   QueryError,
@@ -208,10 +209,45 @@ function serviceJson(ctx: SimContext, def: ServiceDef): Record<string, unknown> 
       maxScale: 0,
     })),
     relationships: def.relationships,
+    ...changeTrackingJson(def),
     enableZDefaults: def.layers.some((l) => l.hasZ),
     allowUpdateWithoutMValues: true,
     supportsPagination,
     ...def.extra,
+  };
+}
+
+/** Whether the service tracks changes (the `ChangeTracking` capability, as ArcGIS Online shows it). */
+export function tracksChanges(def: ServiceDef): boolean {
+  return def.capabilities
+    .split(",")
+    .map((c) => c.trim().toLowerCase())
+    .includes("changetracking");
+}
+
+/** `extractChangesCapabilities` and `changeTrackingInfo` of a service with change tracking. */
+function changeTrackingJson(def: ServiceDef): Record<string, unknown> {
+  if (!tracksChanges(def)) return {};
+  return {
+    extractChangesCapabilities: {
+      supportsReturnIdsOnly: true,
+      supportsReturnExtentOnly: false,
+      supportsReturnAttachments: true,
+      supportsLayerQueries: false,
+      supportsGeometry: false,
+      supportsReturnFeature: true,
+      supportsReturnHasGeometryUpdates: false,
+      supportsFieldsToCompare: false,
+      supportsServerGens: true,
+    },
+    changeTrackingInfo: {
+      lastSyncDate: Math.max(...[...def.layers, ...def.tables].map((l) => l.store.lastEditDate), def.created),
+      layerServerGens: [...def.layers, ...def.tables].map((l) => ({
+        id: l.id,
+        minServerGen: l.store.minServerGen,
+        serverGen: l.store.serverGen,
+      })),
+    },
   };
 }
 
@@ -815,4 +851,145 @@ export const addToDefinition: Handler = (ctx, req, caller, m) => {
   def.tables.sort((a, b) => a.id - b.id);
   ctx.org.version++;
   return { json: { success: true, layers: added } };
+};
+
+// ---------------------------------------------------------------------------------------------
+// change tracking
+
+interface ServerGen {
+  id: number;
+  serverGen: number;
+}
+
+function parseLayerIds(v: string | undefined): number[] {
+  const text = (v ?? "").trim();
+  if (text === "") return [];
+  const list = text.startsWith("[") ? (JSON.parse(text) as unknown[]) : text.split(",");
+  return list.map((x) => Number(typeof x === "string" ? x.trim() : x)).filter((n) => Number.isInteger(n));
+}
+
+function attachmentChangeJson(layer: LayerSpec, oid: number, a: AttachmentRec, url: string) {
+  return {
+    ...attachmentInfoJson(a, String(layer.store.get(oid)?.attributes[layer.globalIdField] ?? "")),
+    url: `${url}/${layer.id}/${oid}/attachments/${a.id}`,
+  };
+}
+
+/** One layer's edits after `since`: full rows (or ids only) and, when asked, attachment changes. */
+function layerEditsJson(layer: LayerSpec, since: number, p: Record<string, string | undefined>, url: string) {
+  const changes = layer.store.changesSince(since);
+  const want = (name: string) => truthy(p[name]);
+  const inserts = want("returnInserts") ? changes.inserts : [];
+  const updates = want("returnUpdates") ? changes.updates : [];
+  const deletes = want("returnDeletes") ? changes.deletes : [];
+  const edits: Record<string, unknown> = { id: layer.id };
+  let records = inserts.length + updates.length + deletes.length;
+  if (truthy(p.returnIdsOnly)) {
+    edits.objectIds = { adds: inserts, updates, deletes };
+  } else {
+    const rows = (oids: number[]) =>
+      oids.map((oid) => featureJson(layer, oid)).filter((f) => f !== undefined);
+    edits.features = { adds: rows(inserts), updates: rows(updates), deleteIds: deletes };
+  }
+  if (want("returnAttachments") && layer.hasAttachments) {
+    records += changes.attachmentAdds.length + changes.attachmentDeletes.length;
+    edits.attachments = {
+      adds: changes.attachmentAdds.map((c) =>
+        attachmentChangeJson(layer, c.parentObjectId, c.attachment, url),
+      ),
+      updates: [],
+      deleteIds: changes.attachmentDeletes,
+    };
+  }
+  return { edits, records };
+}
+
+/**
+ * `FeatureServer/extractChanges` (synchronous, `dataFormat=json` only): the edits of each layer
+ * after the generation given in `layerServerGens`, and the generations reached. A generation older
+ * than the layer's `minServerGen` is refused, as is a service without the ChangeTracking capability.
+ */
+export const extractChanges: Handler = (ctx, req, caller, m) => {
+  const r = resolve(ctx, caller, m[1] ?? "", "FeatureServer", false);
+  if (!("def" in r)) return r;
+  const { def } = r;
+  const p = req.params;
+  if (!tracksChanges(def))
+    return err(400, "Unable to extract changes.", ["Change tracking is not enabled on this service."]);
+  if (truthy(p.async) || (p.dataFormat && p.dataFormat.toLowerCase() !== "json"))
+    return err(400, "Unable to extract changes.", [
+      "The simulator answers dataFormat=json synchronously only.",
+    ]);
+  let ids: number[];
+  let gens: ServerGen[];
+  try {
+    ids = parseLayerIds(p.layers);
+    gens = JSON.parse(p.layerServerGens?.trim() || "[]") as ServerGen[];
+  } catch {
+    return err(400, "Unable to extract changes.", ["Invalid 'layers' or 'layerServerGens'."]);
+  }
+  const url = `${ctx.org.servicesUrl}/${def.name}/FeatureServer`;
+  const edits: unknown[] = [];
+  let records = 0;
+  for (const id of ids) {
+    const layer = layerOf(def, String(id));
+    if (!layer) return layerNotFound();
+    const since = gens.find((g) => g.id === id)?.serverGen;
+    if (typeof since !== "number")
+      return err(400, "Unable to extract changes.", [`No layerServerGens entry for layer ${id}.`]);
+    if (since < layer.store.minServerGen)
+      return err(400, "Unable to extract changes.", [
+        `The server generation ${since} of layer ${id} is older than its minServerGen ${layer.store.minServerGen}.`,
+      ]);
+    const out = layerEditsJson(layer, since, p, url);
+    edits.push(out.edits);
+    records += out.records;
+  }
+  const layerServerGens = ids.map((id) => ({
+    id,
+    serverGen: layerOf(def, String(id))?.store.serverGen ?? 0,
+  }));
+  return {
+    json: {
+      transportType: "esriTransportTypeEmbedded",
+      responseType: "esriDataChanges",
+      layerServerGens,
+      edits,
+    },
+    cost: truthy(p.returnIdsOnly) ? requestCost("ids", records) : requestCost("features", records, true),
+  };
+};
+
+/** `…/{layer}/{oid}/deleteAttachments` with `attachmentIds` (comma-separated). */
+export const deleteAttachments: Handler = (ctx, req, caller, m) => {
+  const r = editable(ctx, caller, m);
+  if (!("def" in r)) return r;
+  const l = layerOf(r.def, m[2]);
+  if (!l) return layerNotFound();
+  const oid = Number(m[3]);
+  if (!l.store.has(oid)) return err(404, "Feature not found.", []);
+  const wanted = (req.params.attachmentIds ?? "")
+    .split(",")
+    .map((s) => Number(s.trim()))
+    .filter((n) => Number.isInteger(n));
+  const current = l.store.attachments(oid);
+  const results = wanted.map((id) => {
+    const found = current.find((a) => a.id === id);
+    return found
+      ? { objectId: id, globalId: `{${found.globalId.toUpperCase()}}`, success: true }
+      : {
+          objectId: id,
+          globalId: null,
+          success: false,
+          error: { code: 1018, description: "Attachment not found." },
+        };
+  });
+  if (results.some((x) => x.success)) {
+    l.store.setAttachments(
+      oid,
+      current.filter((a) => !wanted.includes(a.id)),
+    );
+    l.store.touch();
+  }
+  return { json: { deleteAttachmentResults: results }, cost: requestCost("edit", wanted.length) };
 };

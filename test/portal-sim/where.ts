@@ -204,9 +204,16 @@ function cmp(a: Value | boolean, b: Value | boolean): number | null {
   if (a === null || b === null) return null;
   if (typeof a === "number" && typeof b === "number") return a - b;
   if (typeof a === "boolean" || typeof b === "boolean") return a === b ? 0 : 1;
-  const as = String(a);
-  const bs = String(b);
+  const as = guidText(String(a));
+  const bs = guidText(String(b));
   return as < bs ? -1 : as > bs ? 1 : 0;
+}
+
+const GUID = /^\{?[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\}?$/i;
+
+/** GlobalID and GUID values compare as GUIDs: braces and case do not matter (as on ArcGIS). */
+function guidText(value: string): string {
+  return GUID.test(value) ? value.replace(/[{}]/g, "").toLowerCase() : value;
 }
 
 export function evalWhere(e: Expr, row: Row): boolean {

@@ -7,11 +7,12 @@ import { calculateRetryDelay } from "../arcgis/retry-delay.js";
 import { errorMessage } from "../errors.js";
 import { classifyFailure, isRetryableFailure, isSystemicFailure } from "../failures.js";
 import type { Logger } from "../log.js";
-import { schemaVersion } from "../stored-document.js";
+import { StoredDocumentError, schemaVersion } from "../stored-document.js";
 import { type BackupStore, JSON_TYPE, jsonBytes, type StoredFile } from "./backup-store.js";
 import { type CachedFile, type CacheSpace, startCaching } from "./cache.js";
-import { type ReusableFiles, reusableFilesOf } from "./file-reuse.js";
+import { ReusableFiles } from "./file-reuse.js";
 import type { InventoryRecord } from "./inventory.js";
+import { layerStorageSchema } from "./layer-changes-format.js";
 import {
   completionMarkerName,
   dataFilePath,
@@ -36,6 +37,8 @@ const FILE_KINDS = [
   "features",
   "attachment",
   "attachments-index",
+  /** A change set of a hosted layer (rows, or the attachments of its rows): see layer-changes-format.ts. */
+  "feature-changes",
   "other",
 ] as const;
 export type FileKind = (typeof FILE_KINDS)[number];
@@ -79,6 +82,8 @@ export const versionMarkerSchema = z.object({
   counts: counts.optional(),
   /** The item's tags at this version (for the index; absent from older markers). */
   tags: z.array(z.string()).optional(),
+  /** How each hosted layer's rows are stored (full or change set); absent from older markers. */
+  layerStorage: z.array(layerStorageSchema).optional(),
 });
 export type VersionMarker = z.infer<typeof versionMarkerSchema>;
 
@@ -103,6 +108,8 @@ export const itemResultSchema = z.object({
   bytes: z.number().nonnegative(),
   notes: z.array(z.string()),
   counts: counts.optional(),
+  /** How each hosted layer's rows are stored in this version (full or change set). */
+  layerStorage: z.array(layerStorageSchema).optional(),
   error: itemError.optional(),
 });
 export type ItemResult = z.infer<typeof itemResultSchema>;
@@ -134,6 +141,8 @@ export interface VersionWriter {
     options?: { contentType?: string; detail?: Record<string, string | number> },
   ): Promise<ExportedFile>;
   json(relativePath: string, value: unknown, kind: FileKind): Promise<ExportedFile>;
+  /** Names a file an earlier version of the item stored, as this version's (nothing is uploaded). */
+  reference(file: ExportedFile): ExportedFile;
 }
 
 /** Hosted feature data (features, attachments): plugged in by the feature export. */
@@ -144,7 +153,19 @@ export interface ServiceDataExporter {
     item: PortalItem,
     serviceUrl: string,
     writer: VersionWriter,
-  ): Promise<{ notes: string[]; counts: Record<string, number> }>;
+    context?: ServiceDataContext,
+  ): Promise<{
+    notes: string[];
+    counts: Record<string, number>;
+    layerStorage?: VersionMarker["layerStorage"];
+  }>;
+}
+
+/** What the feature export knows of the version it writes and of the item's previous one. */
+export interface ServiceDataContext {
+  version: string;
+  /** The completion marker of the version the newest earlier run captured, if any. */
+  previous?: VersionMarker;
 }
 
 export interface ItemExportContext {
@@ -243,10 +264,12 @@ export async function exportItem(ctx: ItemExportContext, record: InventoryRecord
     const item =
       record.item ?? (await ctx.portal.json<PortalItem>(`content/items/${record.id}`, {}, { method: "GET" }));
     if (!base.tags && item.tags) base.tags = item.tags;
-    const reusable = await reusableFilesOf(ctx.store, record.id, record.previousVersion);
+    const previous = await previousMarkerOf(ctx.store, record.id, record.previousVersion);
+    const reusable = previous ? new ReusableFiles(previous.files) : ReusableFiles.none;
     const writer = versionWriter(ctx, prefix, reusable);
     const notes: string[] = [];
     let counts: Record<string, number> | undefined;
+    let layerStorage: VersionMarker["layerStorage"];
     await writer.json(VERSION_FILES.item, item, "item");
     await captureData(ctx, writer, item);
     await optional(
@@ -274,9 +297,13 @@ export async function exportItem(ctx: ItemExportContext, record: InventoryRecord
       const service = await captureServiceDefinition(ctx, writer, item, item.url);
       notes.push(...service.notes);
       if (hostedData && !service.failed) {
-        const data = await ctx.serviceData!.export(item, item.url, writer);
+        const data = await ctx.serviceData!.export(item, item.url, writer, {
+          version,
+          ...(previous ? { previous } : {}),
+        });
         notes.push(...data.notes);
         counts = data.counts;
+        layerStorage = data.layerStorage;
       } else if (!isHostedFeatureService(item)) {
         notes.push(
           "Not a hosted service: its data lives in the publisher's own data store; definitions and URL only",
@@ -297,6 +324,7 @@ export async function exportItem(ctx: ItemExportContext, record: InventoryRecord
       notes,
       ...(counts ? { counts } : {}),
       ...(item.tags ? { tags: item.tags } : {}),
+      ...(layerStorage ? { layerStorage } : {}),
     };
     await ctx.store.uploadJson(completionMarkerName(item.id, version), marker);
     const result = resultOfMarker(base, marker, ctx.runId);
@@ -327,6 +355,7 @@ function resultOfMarker(base: ItemResult, marker: VersionMarker, runId: string):
     bytes: exported ? uploadedBytes(marker.files) : 0,
     notes: marker.notes,
     ...(marker.counts ? { counts: marker.counts } : {}),
+    ...(marker.layerStorage ? { layerStorage: marker.layerStorage } : {}),
     ...(base.tags || marker.tags ? { tags: base.tags ?? marker.tags } : {}),
   };
 }
@@ -405,6 +434,11 @@ function versionWriter(
         await file.discard();
       }
     },
+    reference(file) {
+      const exported: ExportedFile = { ...file, reused: true };
+      files.push(exported);
+      return exported;
+    },
     async json(relativePath, value, kind) {
       const content = jsonBytes(value);
       const sha256 = createHash("sha256").update(content).digest("hex");
@@ -415,6 +449,24 @@ function versionWriter(
       return recorded(stored, relativePath, kind, {});
     },
   };
+}
+
+/**
+ * The marker of the item's version the newest earlier run captured, or undefined when there is
+ * none or it is damaged (the new version then stores every file again, full).
+ */
+async function previousMarkerOf(
+  store: BackupStore,
+  itemId: string,
+  previousVersion: string | undefined,
+): Promise<VersionMarker | undefined> {
+  if (!previousVersion) return undefined;
+  return store
+    .readJson(completionMarkerName(itemId, previousVersion), versionMarkerSchema)
+    .catch((error: unknown) => {
+      if (error instanceof StoredDocumentError) return undefined;
+      throw error;
+    });
 }
 
 /**

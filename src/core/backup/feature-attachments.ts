@@ -4,11 +4,14 @@ import { PortalError, PortalNotFoundError } from "../arcgis/portal-errors.js";
 import { mapWithConcurrency } from "../concurrency.js";
 import { isSystemicFailure } from "../failures.js";
 import { streamToCache } from "./cache.js";
-import type { ExportedFile, VersionWriter } from "./export-item.js";
+import type { ExportedFile, FileKind, VersionWriter } from "./export-item.js";
 import { FeaturePagingError } from "./feature-errors.js";
 import { type LayerDefinition, supportsQueryAttachments } from "./feature-layers.js";
 import { mapOrdered } from "./feature-paging.js";
 import { attachmentPath, attachmentsIndexPath } from "./layout.js";
+
+/** Features whose attachments one queryAttachments call lists (a change set's rows, by object id). */
+const IDS_PER_QUERY = 100;
 
 /** One line of `attachments/<layerId>/index.ndjson`. */
 export interface AttachmentRecord {
@@ -50,6 +53,10 @@ export interface AttachmentExportInput {
   objectIdField: string;
   /** Object id ranges [first, last, first, last, …] that together cover the layer's features. */
   ranges: readonly number[];
+  /** Instead of ranges: just these features (ascending object ids), e.g. the rows of a change set. */
+  objectIds?: readonly number[];
+  /** Where the records go (default `attachments/<layerId>/index.ndjson`, kind attachments-index). */
+  index?: { path: string; kind: FileKind; detail: Record<string, string | number> };
   /** Downloads in flight per range; two ranges run at once. */
   concurrency: number;
   onProgress?: (done: number) => void;
@@ -125,21 +132,32 @@ export async function exportAttachments(input: AttachmentExportInput): Promise<A
     return [...(response.objectIds ?? [])].sort((x, y) => x - y);
   };
 
-  const groupsFor = async (a: number, b: number): Promise<AttachmentGroup[]> => {
+  const queryIds = async (ids: readonly number[]): Promise<AttachmentGroup[]> => {
+    const response = await portal.json<{ attachmentGroups?: AttachmentGroup[] }>(
+      `${layerUrl}/queryAttachments`,
+      {
+        objectIds: ids.join(","),
+        returnUrl: false,
+      },
+    );
+    return response.attachmentGroups ?? [];
+  };
+
+  const groupsFor = async (a: number, b: number, ids?: readonly number[]): Promise<AttachmentGroup[]> => {
     if (useQuery) {
       try {
-        return await queryRange(a, b);
+        return ids ? await queryIds(ids) : await queryRange(a, b);
       } catch (error) {
         if (isSystemicFailure(error) || !(error instanceof PortalError)) throw error;
         // Advertised but refused: fall back to asking each feature.
-        if (!useQuery) return perFeature(await idsInRange(a, b));
+        if (!useQuery) return perFeature(ids ? [...ids] : await idsInRange(a, b));
         useQuery = false;
         notes.push(
           `Layer ${label}: queryAttachments failed (${error.message}); attachments were listed per feature`,
         );
       }
     }
-    return perFeature(await idsInRange(a, b));
+    return perFeature(ids ? [...ids] : await idsInRange(a, b));
   };
 
   const captureOne = async (record: AttachmentRecord): Promise<AttachmentRecord | undefined> => {
@@ -179,16 +197,26 @@ export async function exportAttachments(input: AttachmentExportInput): Promise<A
     return { ...record, size: stored.size };
   };
 
-  async function* ranges(): AsyncGenerator<[number, number]> {
+  async function* ranges(): AsyncGenerator<[number, number, (readonly number[])?]> {
+    if (input.objectIds) {
+      for (let i = 0; i < input.objectIds.length; i += IDS_PER_QUERY) {
+        const ids = input.objectIds.slice(i, i + IDS_PER_QUERY);
+        yield [ids[0] as number, ids.at(-1) as number, ids];
+      }
+      return;
+    }
     for (let i = 0; i + 1 < input.ranges.length; i += 2) {
       yield [input.ranges[i] as number, input.ranges[i + 1] as number];
     }
   }
 
   async function* lines(): AsyncGenerator<Buffer> {
-    const pages = mapOrdered(ranges(), 2, async ([a, b]) => {
-      const groups = (await groupsFor(a, b))
-        .filter((g) => g.parentObjectId >= a && g.parentObjectId <= b)
+    const pages = mapOrdered(ranges(), 2, async ([a, b, ids]) => {
+      const wanted = ids ? new Set(ids) : undefined;
+      const groups = (await groupsFor(a, b, ids))
+        .filter(
+          (g) => g.parentObjectId >= a && g.parentObjectId <= b && (!wanted || wanted.has(g.parentObjectId)),
+        )
         .sort((x, y) => x.parentObjectId - y.parentObjectId);
       const records: AttachmentRecord[] = [];
       const seen = new Set<string>();
@@ -216,10 +244,10 @@ export async function exportAttachments(input: AttachmentExportInput): Promise<A
   }
 
   await writer.captureFile(
-    attachmentsIndexPath(layer.id),
+    input.index?.path ?? attachmentsIndexPath(layer.id),
     (directory, space) => streamToCache(Readable.from(lines(), { highWaterMark: 2 }), directory, space),
-    "attachments-index",
-    { contentType: "application/x-ndjson", detail: { layerId: layer.id } },
+    input.index?.kind ?? "attachments-index",
+    { contentType: "application/x-ndjson", detail: input.index?.detail ?? { layerId: layer.id } },
   );
   return { count, bytes, notes };
 }

@@ -5,7 +5,7 @@ import { errorMessage } from "../errors.js";
 import { isRetryableFailure, isSystemicFailure } from "../failures.js";
 import type { Logger } from "../log.js";
 import { streamToCache } from "./cache.js";
-import type { ServiceDataExporter, VersionWriter } from "./export-item.js";
+import type { ServiceDataContext, ServiceDataExporter, VersionMarker, VersionWriter } from "./export-item.js";
 import { exportAttachments } from "./feature-attachments.js";
 import { FeatureCountMismatchError, FeaturePagingError } from "./feature-errors.js";
 import {
@@ -22,6 +22,13 @@ import {
 import { toNdjson } from "./feature-ndjson.js";
 import { type IdSource, mapOrdered, objectIdPages } from "./feature-paging.js";
 import { splitRawPage } from "./feature-raw-page.js";
+import { captureChangeSet, keepLayer, type LayerCapture, layerNow } from "./layer-changes.js";
+import {
+  DEFAULT_FULL_EXPORT_EVERY,
+  type LayerNow,
+  type LayerStorage,
+  planLayer,
+} from "./layer-changes-format.js";
 import { featuresPath } from "./layout.js";
 import type { PortalItem } from "./portal-types.js";
 
@@ -50,6 +57,11 @@ export interface FeatureExportOptions {
   attachmentConcurrency?: number;
   onProgress?: (event: FeatureExportProgress) => void;
   log?: Logger;
+  /**
+   * A layer that tracks changes is exported full at least every this many versions, change sets
+   * in between (LAYER_FULL_EXPORT_EVERY, default 7; 1: always full).
+   */
+  fullExportEvery?: number;
 }
 
 interface FeatureJson {
@@ -97,6 +109,7 @@ class FeatureDataExporter implements ServiceDataExporter {
   private readonly idWindow: number;
   private readonly pageConcurrency: number;
   private readonly attachmentConcurrency: number;
+  private readonly fullExportEvery: number;
 
   constructor(
     private readonly portal: PortalClient,
@@ -106,6 +119,7 @@ class FeatureDataExporter implements ServiceDataExporter {
     this.idWindow = Math.max(1, Math.floor(options.idWindow ?? 100_000));
     this.pageConcurrency = Math.max(1, Math.floor(options.pageConcurrency ?? 2));
     this.attachmentConcurrency = Math.max(1, Math.floor(options.attachmentConcurrency ?? 6));
+    this.fullExportEvery = Math.max(1, Math.floor(options.fullExportEvery ?? DEFAULT_FULL_EXPORT_EVERY));
   }
 
   async dataVersion(_item: PortalItem, serviceUrl: string): Promise<number | undefined> {
@@ -117,10 +131,12 @@ class FeatureDataExporter implements ServiceDataExporter {
     item: PortalItem,
     serviceUrl: string,
     writer: VersionWriter,
-  ): Promise<{ notes: string[]; counts: Record<string, number> }> {
+    context?: ServiceDataContext,
+  ): Promise<{ notes: string[]; counts: Record<string, number>; layerStorage?: LayerStorage[] }> {
     const url = trimUrl(serviceUrl);
     const notes: string[] = [];
     const counts: Record<string, number> = {};
+    const layerStorage: LayerStorage[] = [];
     const { root, layers } = await loadServiceLayers(this.portal, url);
     const log = this.options.log?.child({ itemId: item.id });
     for (const layer of layers) {
@@ -129,8 +145,18 @@ class FeatureDataExporter implements ServiceDataExporter {
         notes.push(`Layer ${label} is a ${layer.type}: it holds no features of its own`);
         continue;
       }
+      const now = layerNow(root, layer);
+      const incremental = context ? await this.incremental(url, layer, writer, context, now) : undefined;
+      if (incremental && "capture" in incremental) {
+        Object.assign(counts, incremental.capture.counts);
+        notes.push(...incremental.capture.notes);
+        layerStorage.push(incremental.capture.storage);
+        log?.info("Layer captured", { layerId: layer.id, storage: incremental.capture.storage.storage });
+        continue;
+      }
       const outcome = await this.exportLayer(url, root, layer, writer, notes);
       if (!outcome) continue;
+      if (context) layerStorage.push(fullStorage(layer.id, context.version, now, incremental?.reason));
       counts[`features:${layer.id}`] = outcome.features;
       if (layer.hasAttachments) {
         const attachments = await exportAttachments({
@@ -156,7 +182,37 @@ class FeatureDataExporter implements ServiceDataExporter {
       });
     }
     notes.push(...(await this.editedDuring(url, layers)));
-    return { notes, counts };
+    return { notes, counts, ...(context ? { layerStorage } : {}) };
+  }
+
+  /**
+   * A layer captured from the previous version: kept (not edited since) or a change set; else
+   * why a full export is taken (undefined: the layer has no previous version or tracks no changes).
+   */
+  private async incremental(
+    serviceUrl: string,
+    layer: LayerDefinition,
+    writer: VersionWriter,
+    context: ServiceDataContext,
+    now: LayerNow,
+  ): Promise<{ capture: LayerCapture } | { reason?: string }> {
+    const previous: VersionMarker | undefined = context.previous;
+    const stored = previous?.layerStorage?.find((l) => l.layerId === layer.id);
+    const plan = planLayer(stored, now, this.fullExportEvery);
+    if (!previous || plan.action === "full")
+      return plan.action === "full" && plan.reason ? { reason: plan.reason } : {};
+    if (plan.action === "keep") return { capture: keepLayer(writer, previous, layer, plan.previous) };
+    const changes = await captureChangeSet({
+      portal: this.portal,
+      writer,
+      serviceUrl,
+      layer,
+      previous,
+      previousStorage: plan.previous,
+      since: plan.since,
+      now,
+    });
+    return "fallback" in changes ? { reason: changes.fallback } : { capture: changes };
   }
 
   /** Writes `features/<layerId>.ndjson`; undefined when the layer cannot be queried (noted). */
@@ -393,6 +449,25 @@ class FeatureDataExporter implements ServiceDataExporter {
       finished,
     });
   }
+}
+
+/** How a layer exported whole is stored: full, from the generation read before its export began. */
+function fullStorage(
+  layerId: number,
+  version: string,
+  now: LayerNow,
+  reason: string | undefined,
+): LayerStorage {
+  return {
+    layerId,
+    storage: "full",
+    baseVersion: version,
+    changeSets: 0,
+    ...(now.tracking ? { serverGen: now.tracking.serverGen } : {}),
+    ...(now.dataLastEditDate !== undefined ? { dataLastEditDate: now.dataLastEditDate } : {}),
+    schema: now.schema,
+    ...(reason ? { reason } : {}),
+  };
 }
 
 /** The latest data edit over a service's layers and tables. */

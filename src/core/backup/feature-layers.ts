@@ -29,6 +29,15 @@ export interface LayerDefinition {
 export interface ServiceRoot {
   maxRecordCount?: number;
   capabilities?: string;
+  /** With the ChangeTracking capability: what extractChanges can return. */
+  extractChangesCapabilities?: {
+    supportsReturnIdsOnly?: boolean;
+    supportsReturnAttachments?: boolean;
+    supportsReturnFeature?: boolean;
+    supportsServerGens?: boolean;
+  };
+  /** Each layer's current generation, and the oldest one extractChanges still answers from. */
+  changeTrackingInfo?: { layerServerGens?: Array<{ id: number; serverGen?: number; minServerGen?: number }> };
   layers?: Array<{ id: number; name?: string; type?: string }>;
   tables?: Array<{ id: number; name?: string; type?: string }>;
 }

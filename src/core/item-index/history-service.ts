@@ -446,6 +446,8 @@ const PART_OF_KIND: Record<string, string> = {
   service: "service",
   layer: "service",
   features: "features",
+  // A change set (rows or their attachments) changes the layer's rows: counts stay full-row counts.
+  "feature-changes": "features",
   attachment: "attachments",
   "attachments-index": "attachments",
 };

@@ -2,6 +2,7 @@ import { createHash } from "node:crypto";
 import type { z } from "zod";
 import type { BackupStore } from "../backup/backup-store.js";
 import type { ExportedFile } from "../backup/export-item.js";
+import { splitLines } from "../backup/feature-sort.js";
 import { AppError } from "../errors.js";
 import { parseStoredJson } from "../stored-document.js";
 
@@ -87,20 +88,7 @@ export class BackupFiles {
 
   /** Lines of an NDJSON file (UTF-8 safe across chunk boundaries), checked like stream(). */
   async *lines(file: ExportedFile): AsyncGenerator<string> {
-    let rest: Buffer = Buffer.alloc(0);
-    for await (const chunk of this.stream(file)) {
-      let buffer = rest.length > 0 ? Buffer.concat([rest, chunk]) : chunk;
-      let newline = buffer.indexOf(0x0a);
-      while (newline >= 0) {
-        const line = buffer.subarray(0, newline).toString("utf8");
-        if (line.trim() !== "") yield line;
-        buffer = buffer.subarray(newline + 1);
-        newline = buffer.indexOf(0x0a);
-      }
-      rest = Buffer.from(buffer);
-    }
-    const last = rest.toString("utf8");
-    if (last.trim() !== "") yield last;
+    yield* splitLines(this.stream(file));
   }
 }
 

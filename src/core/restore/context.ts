@@ -2,6 +2,7 @@ import { setTimeout as sleep } from "node:timers/promises";
 import type { PortalClient, RequestOptions } from "../arcgis/portal-client.js";
 import { PortalError, PortalThrottledError } from "../arcgis/portal-errors.js";
 import { calculateRetryDelay } from "../arcgis/retry-delay.js";
+import type { CacheSpace } from "../backup/cache.js";
 import type { ExportedFile } from "../backup/export-item.js";
 import type { ManifestItem } from "../backup/manifest.js";
 import type { PortalItem } from "../backup/portal-types.js";
@@ -50,6 +51,8 @@ export interface RestoreContext {
   folders: FolderResolver;
   limits: RestoreLimits;
   log: Logger;
+  /** A cache folder for sorting a layer's rows (row-level restore in place). */
+  cache?: { directory: string; space: CacheSpace };
 }
 
 /** One item being restored: its plan entry, its backup and its progress row. */

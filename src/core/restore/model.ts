@@ -11,6 +11,33 @@ import { schemaVersion } from "../stored-document.js";
 
 export type RestoreMode = "new" | "overwrite";
 
+export const ROW_MODES = ["diff", "replace"] as const;
+export type RowMode = (typeof ROW_MODES)[number];
+
+/** A row of a layer edited after the restored version: what restoring it in place undoes. */
+export const editedRowSchema = z.object({
+  layerId: z.number(),
+  globalId: z.string(),
+  /** The row's object id in the target now (null: deleted since, it comes back). */
+  objectId: z.number().nullable(),
+  change: z.enum(["added-since", "edited-since", "deleted-since"]),
+});
+export type EditedRow = z.infer<typeof editedRowSchema>;
+
+/** A dry run's preview of a layer restored in place row by row. */
+export const rowPreviewSchema = z.object({
+  layerId: z.number(),
+  mode: z.enum(ROW_MODES),
+  adds: z.number(),
+  updates: z.number(),
+  deletes: z.number(),
+  attachmentsAdded: z.number().optional(),
+  attachmentsDeleted: z.number().optional(),
+  /** The first rows edited after the version (the counts say how many in all). */
+  editedSince: z.array(editedRowSchema),
+});
+export type RowPreview = z.infer<typeof rowPreviewSchema>;
+
 const ITEM_ID = z.string().regex(/^[0-9a-f]{32}$/, "must be 32-character item ids");
 
 export const restoreRequestSchema = z.strictObject({
@@ -21,6 +48,12 @@ export const restoreRequestSchema = z.strictObject({
     owner: z.string().trim().min(1).max(256).optional(),
     folder: z.string().trim().min(1).max(256).optional(),
     mode: z.enum(["new", "overwrite"]),
+    /**
+     * Overwrite: how a hosted layer's rows go back. `diff` (default): only the rows that differ,
+     * by GlobalID; `replace`: every row deleted, then the version's added (layers without GlobalIDs
+     * are always restored so).
+     */
+    rows: z.enum(ROW_MODES).optional(),
   }),
   dryRun: z.boolean().optional(),
 });
@@ -49,6 +82,7 @@ export const restoreRecordSchema = z.object({
     owner: z.string().optional(),
     folder: z.string().optional(),
     mode: z.enum(["new", "overwrite"]),
+    rows: z.enum(ROW_MODES).optional(),
   }),
   /** Item ids asked for; absent: every item of the run. */
   itemIds: z.array(z.string()).optional(),
@@ -139,6 +173,8 @@ export const planItemSchema = z.object({
       name: z.string().nullable(),
     })
     .optional(),
+  /** Dry run of an overwrite: per layer, the rows that would change (and those edited since). */
+  rowPreview: z.array(rowPreviewSchema).optional(),
 });
 export type PlanItem = z.infer<typeof planItemSchema>;
 
@@ -157,6 +193,7 @@ export const restorePlanSchema = z.object({
     mode: z.enum(["new", "overwrite"]),
     owner: z.string().optional(),
     folder: z.string().optional(),
+    rows: z.enum(ROW_MODES).optional(),
   }),
   /** Item ids per level, then batches of a level (one service alone, up to 8 other items). */
   levels: z.array(z.array(z.string())),
@@ -206,6 +243,8 @@ export interface ItemProgress {
   remapped?: { ids: number; urls: number };
   sharing?: { access: string; groups: string[]; missingGroups: string[]; notSharedWith: string[] };
   counts?: Record<string, number>;
+  /** Rows edited after the version that a row-level restore put back (the first ones per layer). */
+  editedSince?: EditedRow[];
   notes: string[];
   error?: { code: string; message: string };
   updatedAt: string;
@@ -223,6 +262,8 @@ export const reportItemSchema = z.object({
   notes: z.array(z.string()),
   error: failure.optional(),
   counts: z.record(z.string(), z.number()).optional(),
+  /** Rows edited after the version that the restore put back (row-level restore in place). */
+  editedSince: z.array(editedRowSchema).optional(),
 });
 export type ReportItem = z.infer<typeof reportItemSchema>;
 

@@ -7,7 +7,7 @@ import { AppError, errorMessage } from "../errors.js";
 import { isSystemicFailure } from "../failures.js";
 import type { BackupFiles } from "./backup-files.js";
 import { levelsOf } from "./graph.js";
-import type { PlanItem, PlanKind, PlanReferences, RestoreMode, RestorePlan } from "./model.js";
+import type { PlanItem, PlanKind, PlanReferences, RestoreMode, RestorePlan, RowMode } from "./model.js";
 import { idTokens, normalizeServiceUrl, serviceNameOf, serviceRootOf, urlsIn } from "./references.js";
 import { canPublish, PRIVILEGES, type TargetSelf, type TargetUser } from "./target.js";
 
@@ -37,6 +37,7 @@ export interface PlanTarget {
   mode: RestoreMode;
   owner?: string;
   folder?: string;
+  rows?: RowMode;
   users: Map<string, TargetUser>;
   groups: {
     byId: Map<string, { id: string; title: string }>;
@@ -408,6 +409,7 @@ export async function buildPlan(input: PlanInput): Promise<RestorePlan> {
       mode: target.mode,
       ...(target.owner ? { owner: target.owner } : {}),
       ...(target.folder ? { folder: target.folder } : {}),
+      ...(target.rows ? { rows: target.rows } : {}),
     },
     levels: compact,
     batches,

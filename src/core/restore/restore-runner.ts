@@ -3,6 +3,7 @@ import type { OrgRateGovernor } from "../arcgis/governor/index.js";
 import type { PortalClient, PortalClientStats } from "../arcgis/portal-client.js";
 import { PortalNotFoundError } from "../arcgis/portal-errors.js";
 import type { BackupStore } from "../backup/backup-store.js";
+import { type CacheSpace, cacheSpaceFor } from "../backup/cache.js";
 import { restorePlanName, restoreReportName } from "../backup/layout.js";
 import { type Manifest, type ManifestItem, readManifest } from "../backup/manifest.js";
 import type { PortalItem } from "../backup/portal-types.js";
@@ -33,12 +34,14 @@ import {
   type RestoreRecord,
   type RestoreReport,
   type RestoreStatus,
+  type RowMode,
   restorePlanSchema,
   restoreReportSchema,
 } from "./model.js";
 import { buildPlan } from "./plan.js";
 import { failRestore, logRestoreCompleted } from "./restore-end.js";
 import type { RestoreStore } from "./restore-store.js";
+import { previewRows } from "./row-preview.js";
 import {
   FolderResolver,
   readTargetGroups,
@@ -59,6 +62,8 @@ export interface RestoreRunnerDependencies {
   limits?: Partial<RestoreLimits>;
   /** How a batch that meets an outage pauses (default DEFAULT_OUTAGE_SETTINGS). */
   outage?: OutageSettings;
+  /** The cache folders' budget (row-level restore sorts rows there; default 1 GiB). */
+  cacheMaxBytes?: number;
 }
 
 export type { RestoreBatchInput as BatchInput, RestoreInput } from "./activity-inputs.js";
@@ -112,7 +117,7 @@ export interface PlanRequest {
   identityId: string;
   runId: string;
   itemIds?: string[];
-  target: { identityId: string; owner?: string; folder?: string; mode: RestoreMode };
+  target: { identityId: string; owner?: string; folder?: string; mode: RestoreMode; rows?: RowMode };
 }
 
 /**
@@ -167,7 +172,7 @@ export class RestoreRunner {
         (run.portal.isPortal !== true ||
           normalize(run.portal.sharingUrl) === normalize(target.identity.sharingUrl)));
     const known = new Map<string, Promise<PortalItem | undefined>>();
-    return buildPlan({
+    const plan = await buildPlan({
       restoreId: request.restoreId,
       identityId: request.identityId,
       manifest: run,
@@ -183,6 +188,7 @@ export class RestoreRunner {
         mode: request.target.mode,
         ...(request.target.owner ? { owner: request.target.owner } : {}),
         ...(request.target.folder ? { folder: request.target.folder } : {}),
+        ...(request.target.rows ? { rows: request.target.rows } : {}),
         users,
         groups,
       },
@@ -200,6 +206,38 @@ export class RestoreRunner {
         return pending;
       },
     });
+    if (request.restoreId === null && request.target.mode === "overwrite") {
+      // Paced by the target org's governor, like the restore's own reads.
+      const portal = target.governor ? target.portal.fork({ pacer: target.governor.track() }) : target.portal;
+      await this.previewRowsOf(plan, run, source, portal, request.target.rows ?? "diff", known);
+    }
+    return plan;
+  }
+
+  /** A dry run of an overwrite: each hosted layer's row-level difference, nothing written. */
+  private async previewRowsOf(
+    plan: RestorePlan,
+    manifest: Manifest,
+    source: SourceSession,
+    portal: PortalClient,
+    rows: RowMode,
+    known: Map<string, Promise<PortalItem | undefined>>,
+  ): Promise<void> {
+    const items = new Map(manifest.items.map((i) => [i.itemId, i]));
+    for (const item of plan.items) {
+      if (item.action !== "overwrite" || item.kind !== "feature-service") continue;
+      const existing = await known.get(item.itemId);
+      const manifestItem = items.get(item.itemId);
+      if (!existing?.url || !manifestItem) continue;
+      item.rowPreview = await previewRows({
+        portal,
+        files: source.files,
+        manifestItem,
+        serviceUrl: String(existing.url),
+        cache: this.cacheOf(source.identity),
+        rows,
+      });
+    }
   }
 
   /** Activity: the plan, built once and stored with the restore (a re-run reads it back). */
@@ -391,7 +429,14 @@ export class RestoreRunner {
       folders: target.folders,
       limits: this.limits,
       log: this.deps.log.child({ restoreId: input.restoreId }),
+      cache: this.cacheOf(source.identity),
     };
+  }
+
+  /** The source identity's cache folder, where row-level restore sorts rows. */
+  private cacheOf(identity: StoredIdentity): { directory: string; space: CacheSpace } {
+    const directory = identity.cacheDirectory;
+    return { directory, space: cacheSpaceFor(directory, this.deps.cacheMaxBytes ?? 1024 ** 3) };
   }
 
   private source(identityId: string): Promise<SourceSession> {
@@ -512,6 +557,7 @@ export function buildReport(
       notes: row?.notes ?? [],
       ...(error ? { error } : {}),
       ...(row?.counts ? { counts: row.counts } : {}),
+      ...(row?.editedSince?.length ? { editedSince: row.editedSince } : {}),
     });
     if (status === "restored" && row?.newId) {
       idMap[planned.itemId] = row.newId;

@@ -89,6 +89,7 @@ export class RestoreService {
         mode: input.target.mode,
         ...(input.target.owner ? { owner: input.target.owner } : {}),
         ...(input.target.folder ? { folder: input.target.folder } : {}),
+        ...(input.target.rows ? { rows: input.target.rows } : {}),
       },
     };
     if (input.dryRun) {

@@ -38,6 +38,7 @@ async function build(base: Services): Promise<RestoreServices> {
     openStore: (identity) => base.openStore(identity),
     governorFor: (identity) => base.governorFor(identity),
     outage: base.config.outage,
+    cacheMaxBytes: base.config.cacheMaxBytes,
     log: base.log,
   });
   const restores = new RestoreService({

@@ -1,7 +1,7 @@
 import type { PortalClient } from "../arcgis/portal-client.js";
 import { PortalError, PortalTransientError } from "../arcgis/portal-errors.js";
-import type { ExportedFile } from "../backup/export-item.js";
 import type { AttachmentRecord } from "../backup/feature-attachments.js";
+import { type LayerFiles, layerAttachments, layerRows, layersOf } from "../backup/layer-version-rows.js";
 import { layerDefinitionPath, VERSION_FILES } from "../backup/layout.js";
 import type { PortalItem } from "../backup/portal-types.js";
 import { mapWithConcurrency } from "../concurrency.js";
@@ -10,6 +10,8 @@ import { isSystemicFailure } from "../failures.js";
 import { type ItemJob, note, remapTableFor, writeOnce } from "./context.js";
 import { itemFields, sideFiles } from "./item-fields.js";
 import { remapText, serviceNameOf } from "./references.js";
+import { restoreAttachmentsInPlace } from "./row-attachments.js";
+import { EDITED_SINCE_LISTED, restoreRowsInPlace, targetLayerOf } from "./row-restore.js";
 import { findServiceItem } from "./target.js";
 
 interface LayerJson {
@@ -351,25 +353,25 @@ async function countRows(portal: PortalClient, layerUrl: string): Promise<number
   return typeof response.count === "number" ? response.count : 0;
 }
 
-function layerIdOf(file: ExportedFile): number {
-  const id = Number(file.detail?.layerId ?? /(\d+)/.exec(file.path)?.[1]);
-  return Number.isFinite(id) ? id : 0;
-}
-
 /**
- * Features of every layer and table. The target layer only ever holds rows this restore added,
- * so its count says how many lines of the backup are in already: a re-run continues from there.
+ * Features of every layer and table: rows read as the version holds them whole (a full export,
+ * or one with its change sets applied). In place (overwrite), a layer with GlobalIDs gets only
+ * the difference (restoreRowsInPlace) unless the restore asks for `rows: "replace"`; otherwise
+ * the layer is emptied and every row added. The target layer then only ever holds rows this
+ * restore added, so its count says how many lines are in already: a re-run continues from there.
  */
 async function restoreFeatures(job: ItemJob): Promise<void> {
   const { ctx, plan, row } = job;
-  for (const file of job.filesOfKind("features")) {
-    const layerId = layerIdOf(file);
+  for (const layer of layersOf(job.manifest.files)) {
+    const layerId = layer.layerId;
     const key = String(layerId);
     row.steps.features ??= {};
     const steps = row.steps.features;
     if (steps[key] === "done") continue;
     const layerUrl = layerUrlOf(job, layerId);
     const definition = await layerDefinition(job, layerId);
+    if (plan.action === "overwrite" && (await restoreLayerInPlace(job, layer, layerUrl, definition)))
+      continue;
     if (plan.action === "overwrite" && steps[key] !== "cleared") {
       await clearLayer(job, layerUrl);
       steps[key] = "cleared";
@@ -413,7 +415,7 @@ async function restoreFeatures(job: ItemJob): Promise<void> {
       if (results.length !== batch.length) failures.push(`${batch.length} sent, ${results.length} results`);
       batch = [];
     };
-    for await (const line of ctx.files.lines(file)) {
+    for await (const line of layerRows(ctx.files, layer, objectIdField)) {
       index++;
       if (index <= already) continue;
       const feature = JSON.parse(line) as FeatureJson;
@@ -466,6 +468,86 @@ async function clearLayer(job: ItemJob, layerUrl: string): Promise<void> {
   }
 }
 
+/**
+ * Row-level restore of one layer in place, when the restore asks for it (the default) and both
+ * the version and the target layer have GlobalIDs: only the rows (and attachments) that differ
+ * are written, and the rows edited after the version are recorded for the report. False: the
+ * layer is restored the old way (emptied, every row added).
+ */
+async function restoreLayerInPlace(
+  job: ItemJob,
+  layer: LayerFiles,
+  layerUrl: string,
+  definition: LayerJson,
+): Promise<boolean> {
+  const { ctx, row } = job;
+  if (ctx.plan.target.rows === "replace" || !definition.globalIdField || !ctx.cache) return false;
+  const target = await targetLayerOf(ctx.portal, layerUrl);
+  if (!target) {
+    note(row, `Layer ${layer.layerId}: the target layer has no GlobalIDs; its rows were replaced`);
+    return false;
+  }
+  const rows = await restoreRowsInPlace({
+    portal: ctx.portal,
+    files: ctx.files,
+    layer,
+    storedObjectIdField: definition.objectIdField ?? "OBJECTID",
+    target,
+    cache: ctx.cache,
+    batchSize: ctx.limits.featuresPerEdit,
+    dryRun: false,
+  });
+  const key = String(layer.layerId);
+  const counts: Record<string, number> = {
+    [`rowsAdded:${key}`]: rows.adds,
+    [`rowsUpdated:${key}`]: rows.updates,
+    [`rowsDeleted:${key}`]: rows.deletes,
+  };
+  if (layer.attachmentsIndex && target.hasAttachments) {
+    const attachments = await restoreAttachmentsInPlace({
+      portal: ctx.portal,
+      files: ctx.files,
+      layer,
+      target,
+      attachmentFiles: new Map(job.filesOfKind("attachment").map((f) => [f.path, f])),
+      cache: ctx.cache,
+      concurrency: ctx.limits.attachmentsInParallel,
+      dryRun: false,
+    });
+    counts[`attachments:${key}`] = attachments.expected;
+    counts[`attachmentsAdded:${key}`] = attachments.added;
+    counts[`attachmentsDeleted:${key}`] = attachments.deleted;
+  }
+  await checkRowCount(job, layer.layerId, layerUrl, rows.versionRows);
+  row.counts = { ...(row.counts ?? {}), ...counts };
+  const edited = rows.adds + rows.updates + rows.deletes;
+  if (edited > 0) {
+    row.editedSince = [
+      ...(row.editedSince ?? []).filter((e) => e.layerId !== layer.layerId),
+      ...rows.editedSince.map((e) => ({ layerId: layer.layerId, ...e })),
+    ];
+    const more = edited > EDITED_SINCE_LISTED ? ` (the first ${EDITED_SINCE_LISTED} are listed)` : "";
+    note(row, `Layer ${layer.layerId}: ${edited} rows were edited after the version and put back${more}`);
+  }
+  row.steps.features = { ...(row.steps.features ?? {}), [key]: "done" };
+  row.steps.attachmentsDone = [...new Set([...(row.steps.attachmentsDone ?? []), key])];
+  await job.save();
+  return true;
+}
+
+/** The target holds the version's rows, as many as the backup counts. */
+async function checkRowCount(job: ItemJob, layerId: number, layerUrl: string, read: number): Promise<void> {
+  const expected = job.manifest.counts?.[`features:${layerId}`] ?? read;
+  const actual = await countRows(job.ctx.portal, layerUrl);
+  job.row.counts = { ...(job.row.counts ?? {}), [`features:${layerId}`]: actual };
+  if (actual !== expected || read !== expected) {
+    throw new AppError(
+      `Layer ${layerId}: the backup counts ${expected} features, ${read} were read and the target holds ${actual}`,
+      { code: "ERR_FEATURE_COUNT_MISMATCH", status: 502 },
+    );
+  }
+}
+
 function normalGuid(value: unknown): string {
   return String(value ?? "")
     .replace(/[{}]/g, "")
@@ -481,8 +563,9 @@ function normalGuid(value: unknown): string {
 async function restoreAttachments(job: ItemJob): Promise<void> {
   const { ctx, row } = job;
   const byPath = new Map(job.filesOfKind("attachment").map((f) => [f.path, f]));
-  for (const index of job.filesOfKind("attachments-index")) {
-    const layerId = layerIdOf(index);
+  for (const layer of layersOf(job.manifest.files)) {
+    if (!layer.attachmentsIndex) continue;
+    const layerId = layer.layerId;
     const key = String(layerId);
     row.steps.attachmentsDone ??= [];
     row.steps.attachments ??= {};
@@ -556,10 +639,10 @@ async function restoreAttachments(job: ItemJob): Promise<void> {
       chunk = [];
       await job.save();
     };
-    for await (const line of ctx.files.lines(index)) {
+    for await (const record of layerAttachments(ctx.files, layer)) {
       position++;
       if (position <= start) continue;
-      chunk.push(JSON.parse(line) as AttachmentRecord);
+      chunk.push(record);
       if (chunk.length >= ctx.limits.attachmentsPerCheckpoint) await flush();
     }
     await flush();
