@@ -435,7 +435,7 @@ async function restoreFeatures(job: ItemJob): Promise<void> {
         },
       );
     }
-    const expected = job.manifest.counts?.[`features:${layerId}`] ?? index;
+    const expected = expectedRows(job.manifest, layerId, index);
     const actual = await countRows(ctx.portal, layerUrl);
     row.counts = { ...(row.counts ?? {}), [`features:${layerId}`]: actual };
     if (actual !== expected || index !== expected) {
@@ -535,9 +535,20 @@ async function restoreLayerInPlace(
   return true;
 }
 
+/**
+ * The rows a layer's version holds: the count its backup took — but for a version stored as a
+ * change set, what its rows read back to (its count was asked of the service after the changes
+ * were read, and edits in between would make it differ from the rows stored).
+ */
+function expectedRows(manifest: ItemJob["manifest"], layerId: number, read: number): number {
+  const storage = manifest.layerStorage?.find((layer) => layer.layerId === layerId)?.storage;
+  if (storage === "changes") return read;
+  return manifest.counts?.[`features:${layerId}`] ?? read;
+}
+
 /** The target holds the version's rows, as many as the backup counts. */
 async function checkRowCount(job: ItemJob, layerId: number, layerUrl: string, read: number): Promise<void> {
-  const expected = job.manifest.counts?.[`features:${layerId}`] ?? read;
+  const expected = expectedRows(job.manifest, layerId, read);
   const actual = await countRows(job.ctx.portal, layerUrl);
   job.row.counts = { ...(job.row.counts ?? {}), [`features:${layerId}`]: actual };
   if (actual !== expected || read !== expected) {
