@@ -30,6 +30,9 @@ param principalType string = 'User'
 @description('Whether principalId gets the developer role assignments at all.')
 param grantDeveloperAccess bool = true
 
+@description('App role (Microsoft Entra ID) that admits a person to the console; the deploying user gets it.')
+param consoleRoleValue string = 'Console.Admin'
+
 @minLength(3)
 @description('Email address that receives the backup alerts.')
 param alertEmailAddress string
@@ -177,6 +180,19 @@ module api 'app/api.bicep' = {
     itemIndexTableName: itemIndexTableName
     instanceMemoryMB: instanceMemoryMB
     maximumInstanceCount: maximumInstanceCount
+    consoleAllowedRole: consoleRoleValue
+  }
+}
+
+// The console's sign-in: App Service Authentication with an Entra ID app registration and its app role.
+module consoleAuth 'app/console-auth.bicep' = {
+  name: 'console-auth'
+  scope: rg
+  params: {
+    functionAppName: api.outputs.name
+    appRegistrationName: 'arcgis-org-backup-console-${resourceToken}'
+    consoleRoleValue: consoleRoleValue
+    adminPrincipalId: principalType == 'User' ? principalId : ''
   }
 }
 
@@ -225,6 +241,9 @@ output AZURE_RESOURCE_GROUP string = rg.name
 output AZURE_FUNCTION_APP_NAME string = api.outputs.name
 output AZURE_FUNCTION_APP_URL string = api.outputs.url
 output AZURE_FUNCTION_APP_PRINCIPAL_ID string = api.outputs.principalId
+output CONSOLE_URL string = consoleAuth.outputs.url
+output CONSOLE_CLIENT_ID string = consoleAuth.outputs.clientId
+output CONSOLE_ROLE string = consoleAuth.outputs.roleValue
 output SERVICE_API_NAME string = api.outputs.name
 output AZURE_KEY_VAULT_NAME string = keyVault.outputs.name
 output AZURE_KEY_VAULT_URL string = keyVault.outputs.uri

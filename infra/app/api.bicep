@@ -19,6 +19,9 @@ param itemIndexTableName string
 
 param runtimeVersion string = '22'
 
+@description('App role a signed-in person needs to use the console (console-auth.bicep defines it).')
+param consoleAllowedRole string = 'Console.Admin'
+
 @allowed([
   512
   2048
@@ -109,6 +112,7 @@ resource appSettings 'Microsoft.Web/sites/config@2024-04-01' = {
     RUNS_TABLE: runsTableName
     ITEM_INDEX_TABLE: itemIndexTableName
     PUBLIC_BASE_URL: 'https://${functionApp.properties.defaultHostName}'
+    CONSOLE_ALLOWED_ROLE: consoleAllowedRole
   }
 }
 

@@ -15,8 +15,16 @@ describe("Bicep syntax", () => {
   it("parses every .bicep file under infra/ without ERROR or MISSING nodes", async () => {
     const files = await parseInfra();
     expect([...files.keys()].map((f) => path.relative(INFRA_DIR, f))).toContain("main.bicep");
-    const problems = [...files.values()].flatMap(syntaxProblems).map(formatSyntaxProblem);
-    expect(problems).toEqual([]);
+    const all = [...files.values()].flatMap(syntaxProblems);
+    // tree-sitter-bicep 1.1.0 predates the `extension` keyword (Bicep 0.30); the one such line is the
+    // Microsoft Graph extension of the console's sign-in, checked here to be exactly that.
+    const isGraphExtension = (p: (typeof all)[number]) =>
+      p.kind === "ERROR" &&
+      /^extension 'br:mcr\.microsoft\.com\/bicep\/extensions\/microsoftgraph\/v1\.0:[\w.-]+'$/.test(p.text);
+    expect(
+      all.filter(isGraphExtension).map((p) => `${path.relative(INFRA_DIR, p.file)}:${p.line}:${p.column}`),
+    ).toEqual(["app/console-auth.bicep:8:1"]);
+    expect(all.filter((p) => !isGraphExtension(p)).map(formatSyntaxProblem)).toEqual([]);
   });
 
   it("finds the modules main.bicep composes", () => {

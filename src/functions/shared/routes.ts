@@ -1,4 +1,10 @@
-import { app, type HttpFunctionOptions, type HttpMethod } from "@azure/functions";
+import {
+  app,
+  type HttpFunctionOptions,
+  type HttpHandler,
+  type HttpMethod,
+  type HttpRequestParams,
+} from "@azure/functions";
 
 // The Functions host answers an unmatched path, or a path asked with a method it does not take,
 // with an empty 404 and tells nothing about which. The app's catch-all (unknownRoute.ts) tells
@@ -12,14 +18,24 @@ const REST = Symbol("rest");
 interface Endpoint {
   /** Lower-case literal segments; undefined stands for a `{parameter}`. */
   segments: Array<string | undefined | typeof REST>;
+  /** The parameter name of each segment (undefined for a literal). */
+  names: Array<string | undefined>;
   methods: HttpMethod[];
+  name: string;
+  handler: HttpHandler;
 }
 
 const endpoints: Endpoint[] = [];
 
 /** Registers an HTTP trigger (as `app.http`) and remembers its route and methods. */
 export function httpEndpoint(name: string, options: EndpointOptions): void {
-  endpoints.push({ segments: parseRoute(options.route), methods: options.methods });
+  endpoints.push({
+    segments: parseRoute(options.route),
+    names: parameterNames(options.route),
+    methods: options.methods,
+    name,
+    handler: options.handler,
+  });
   app.http(name, options);
 }
 
@@ -31,6 +47,35 @@ export function allowedMethods(path: string): HttpMethod[] {
     if (matches(endpoint.segments, segments)) for (const method of endpoint.methods) allowed.add(method);
   }
   return [...allowed];
+}
+
+/**
+ * The endpoint that takes `method` on `path` (decoded segments below the route prefix) and its
+ * route parameters, as the host would pass them; undefined when none does. The console's API
+ * (console.ts) dispatches through it to the same handlers as /api.
+ */
+export function findEndpoint(
+  method: string,
+  segments: string[],
+): { name: string; handler: HttpHandler; params: HttpRequestParams } | undefined {
+  const upper = method.toUpperCase();
+  // As Azure: of the routes that match, the one whose function name sorts first (ignoring case).
+  const [endpoint] = endpoints
+    .filter(
+      (candidate) => candidate.methods.some((m) => m === upper) && matches(candidate.segments, segments),
+    )
+    .sort((a, b) => (a.name.toUpperCase() < b.name.toUpperCase() ? -1 : 1));
+  if (!endpoint) return undefined;
+  const params: HttpRequestParams = {};
+  endpoint.names.forEach((paramName, i) => {
+    if (paramName === undefined) return;
+    params[paramName] = endpoint.segments[i] === REST ? segments.slice(i).join("/") : (segments[i] ?? "");
+  });
+  return { name: endpoint.name, handler: endpoint.handler, params };
+}
+
+function parameterNames(route: string): Array<string | undefined> {
+  return splitPath(route).map((segment) => /^\{\*?([A-Za-z][A-Za-z0-9]*)\}$/.exec(segment)?.[1]);
 }
 
 /** Only what this app's routes use: literal segments, plain `{parameter}` segments, a last `{*rest}`. */
