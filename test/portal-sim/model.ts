@@ -132,6 +132,34 @@ export interface SimGroup {
   isViewOnly: boolean;
   /** username → memberType */
   members: Map<string, "owner" | "admin" | "member">;
+  /** Settings a generated group leaves at the portal's defaults (createGroup/update set them). */
+  sortField?: string;
+  sortOrder?: "asc" | "desc";
+  autoJoin?: boolean;
+  membershipAccess?: "org" | "collaboration" | "none";
+  capabilities?: string[];
+  protected?: boolean;
+  /** The group's thumbnail (served at community/groups/{id}/info/<name>). */
+  thumbnail?: { name: string; data: Buffer } | null;
+  /** The group's own content category schema (community/groups/{id}/categorySchema). */
+  categorySchema?: CategoryNode[];
+}
+
+/** A custom role of the org (portals/self/roles). */
+export interface SimRole {
+  id: string;
+  name: string;
+  description: string;
+  created: number;
+  modified: number;
+  privileges: string[];
+}
+
+/** A node of a category schema: a tree of titled categories. */
+export interface CategoryNode {
+  title: string;
+  description?: string;
+  categories?: CategoryNode[];
 }
 
 export interface SimItem {
@@ -313,6 +341,10 @@ export class SimOrg {
   readonly users: SimUser[] = [];
   readonly folders: SimFolder[] = [];
   readonly groups: SimGroup[] = [];
+  /** Custom roles; none are generated (tests add them). */
+  readonly roles: SimRole[] = [];
+  /** The org's content category schema; empty unless a test or assignCategorySchema sets it. */
+  categorySchema: CategoryNode[] = [];
   readonly admin: SimUser;
   /** Bumped on every change; caches key on it. */
   version = 0;
@@ -1468,6 +1500,44 @@ export class SimOrg {
       return;
     this.addRel(type, origin, dest);
     this.version++;
+  }
+
+  /** A new group owned by `owner` (its owner is its first member). */
+  addGroup(fields: Omit<SimGroup, "id" | "created" | "modified" | "members">): SimGroup {
+    const now = Date.now();
+    const group: SimGroup = {
+      ...fields,
+      id: this.newId(),
+      created: now,
+      modified: now,
+      members: new Map([[fields.owner, "owner"]]),
+    };
+    this.groups.push(group);
+    this.groupById.set(group.id, group);
+    this.userGroupsCache.clear();
+    this.version++;
+    return group;
+  }
+
+  /** A group's member list changed: caches of who sees what are stale. */
+  membersChanged(): void {
+    this.userGroupsCache.clear();
+    this.version++;
+  }
+
+  addRole(name: string, description: string, privileges: string[] = []): SimRole {
+    const now = Date.now();
+    const role: SimRole = {
+      id: this.newId().slice(0, 16),
+      name,
+      description,
+      created: now,
+      modified: now,
+      privileges,
+    };
+    this.roles.push(role);
+    this.version++;
+    return role;
   }
 
   createFolder(username: string, title: string): SimFolder {

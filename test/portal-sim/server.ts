@@ -7,6 +7,7 @@ import { signStorage } from "./context.js";
 import { type FaultRule, type Faults, globToRegExp } from "./faults.js";
 import { contentTypeOf, ERR, errorBody, type ParsedRequest, parseRequest, type Reply } from "./http.js";
 import { bearer, generateToken, oauthAuthorize, oauthToken } from "./oauth.js";
+import * as os from "./org-structure.js";
 import { sourceStream } from "./prng.js";
 import type { RequestUnits } from "./request-units.js";
 import * as svc from "./services.js";
@@ -71,7 +72,32 @@ function sharingRoutes(): Route[] {
       "portals/self/isServiceNameAvailable",
       wr.isServiceNameAvailable,
     ),
+    r("portals/self/roles", "portals/self/roles", os.listRoles),
+    r("portals/self/roles/([^/]+)/privileges", "portals/self/roles/:id/privileges", os.rolePrivileges),
+    r(
+      "portals/self/roles/([^/]+)/setPrivileges",
+      "portals/self/roles/:id/setPrivileges",
+      os.setRolePrivileges,
+    ),
+    r("portals/self/createRole", "portals/self/createRole", os.createRole),
+    r("portals/self/categorySchema", "portals/self/categorySchema", os.orgCategorySchema),
+    r("portals/self/assignCategorySchema", "portals/self/assignCategorySchema", os.assignOrgCategorySchema),
     r("portals/([^/]+)", "portals/self", sh.portalSelf),
+    r("community/createGroup", "community/createGroup", os.createGroup),
+    r("community/groups/([^/]+)/update", "community/groups/:id/update", os.updateGroup),
+    r("community/groups/([^/]+)/addUsers", "community/groups/:id/addUsers", os.addUsers),
+    r("community/groups/([^/]+)/info/(.+)", "community/groups/:id/info", os.groupThumbnail),
+    r(
+      "community/groups/([^/]+)/categorySchema",
+      "community/groups/:id/categorySchema",
+      os.groupCategorySchema,
+    ),
+    r(
+      "community/groups/([^/]+)/assignCategorySchema",
+      "community/groups/:id/assignCategorySchema",
+      os.assignGroupCategorySchema,
+    ),
+    r("content/updateItems", "content/updateItems", os.updateItems),
     r("community/self", "community/self", sh.communitySelf),
     r("community/users", "community/users", sh.communityUsers),
     r("community/users/([^/]+)", "community/users/:u", sh.communityUser),

@@ -14,6 +14,7 @@ import {
   runResultsPrefix,
   unchangedResultName,
 } from "./layout.js";
+import { captureOrgStructure } from "./org-structure.js";
 import {
   type PagedResponse,
   type PortalGroup,
@@ -379,6 +380,8 @@ async function listOrg(
     query: self.id ? `orgid:${self.id}` : "*",
     orgUsers: new Set(users.map((u) => u.username)),
   });
+  // The org's structure (roles, categories, settings; groups enriched) for org-to-org moves.
+  await captureOrgStructure({ portal, store, org, self });
   const groupsOf = (item: PortalItem) => groupsOfItem.get(item.id) ?? [];
   const folders: Array<{ owner: string; id: string; title: string }> = [];
   const owners = filter.owners ? users.filter((u) => filter.owners?.includes(u.username)) : users;

@@ -115,12 +115,18 @@ export function manifestName(runId: string): string {
   return `${runPrefix(runId)}manifest.json`;
 }
 
-/** The org records a run's inventory writes. */
+/**
+ * The org records a run's inventory writes. A whole-org run adds the org's structure (see
+ * org-structure.ts): custom roles, the content category schema and the settings worth restoring.
+ */
 export function orgRecordNames(runId: string): {
   portal: string;
   users: string;
   groups: string;
   folders: string;
+  roles: string;
+  categories: string;
+  settings: string;
 } {
   const org = `${runPrefix(runId)}org/`;
   return {
@@ -128,7 +134,16 @@ export function orgRecordNames(runId: string): {
     users: `${org}users.ndjson`,
     groups: `${org}groups.ndjson`,
     folders: `${org}folders.ndjson`,
+    roles: `${org}roles.ndjson`,
+    categories: `${org}categories.json`,
+    settings: `${org}settings.json`,
   };
+}
+
+/** A group's thumbnail, in the run's org folder beside the group records (which name it). */
+export function groupThumbnailName(org: { groups: string }, groupId: string, fileName: string): string {
+  const folder = path.posix.dirname(org.groups);
+  return `${folder}/group-thumbnails/${safeName(groupId)}/${safeName(path.posix.basename(fileName))}`;
 }
 
 // --- restores ------------------------------------------------------------------------------

@@ -412,8 +412,21 @@ async function shareItem(job: ItemJob): Promise<void> {
       note(row, `Not shared with group ${group}: the target refused it`);
   }
   row.sharing = sharing;
+  await assignCategories(job);
   row.steps.sharing = true;
   await job.save();
+}
+
+/** The item's content categories (a scope with categories: the org's schema is restored first). */
+async function assignCategories(job: ItemJob): Promise<void> {
+  const { ctx, plan, row } = job;
+  if (!plan.categories?.length || !row.newId) return;
+  const answer = await ctx.portal.json<{
+    results?: Array<{ success?: boolean; error?: { message?: string } }>;
+  }>("content/updateItems", { items: JSON.stringify([{ [row.newId]: { categories: plan.categories } }]) });
+  const result = answer.results?.[0];
+  if (result?.success) note(row, `Categories assigned: ${plan.categories.join(", ")}`);
+  else note(row, `Categories not assigned: ${result?.error?.message ?? "the target refused them"}`);
 }
 
 /**

@@ -2,6 +2,7 @@ import { z } from "zod";
 import { newRunId } from "../backup/layout.js";
 import { itemFailureSchema } from "../backup/manifest.js";
 import { schemaVersion } from "../stored-document.js";
+import { scopeSchema, structureOutcomeSchema, usernameMapSchema } from "./structure-model.js";
 
 /**
  * The restore's vocabulary: the request, the run record, the plan (what will be created or
@@ -55,6 +56,10 @@ export const restoreRequestSchema = z.strictObject({
      */
     rows: z.enum(ROW_MODES).optional(),
   }),
+  /** What to restore: items (default), groups, roles, categories, or all; one or a list. */
+  scope: scopeSchema.optional(),
+  /** Source username → target username, for owners and group members (orgs with other suffixes). */
+  usernameMap: usernameMapSchema.optional(),
   dryRun: z.boolean().optional(),
 });
 export type RestoreRequest = z.infer<typeof restoreRequestSchema>;
@@ -69,6 +74,7 @@ export const RESTORE_STATUSES = ["running", "completed", "completed-with-failure
 export type RestoreStatus = (typeof RESTORE_STATUSES)[number];
 
 const count = z.number().int().nonnegative();
+const SCOPE_PARTS = ["items", "groups", "roles", "categories"] as const;
 
 /** One restore, as its table row holds it (partition: the identity whose backup is restored). */
 export const restoreRecordSchema = z.object({
@@ -86,6 +92,9 @@ export const restoreRecordSchema = z.object({
   }),
   /** Item ids asked for; absent: every item of the run. */
   itemIds: z.array(z.string()).optional(),
+  /** The scope's parts; absent: items alone. */
+  scope: z.array(z.enum(SCOPE_PARTS)).optional(),
+  usernameMap: z.record(z.string(), z.string()).optional(),
   status: z.enum(RESTORE_STATUSES),
   startedAt: z.string(),
   endedAt: z.string().optional(),
@@ -175,6 +184,8 @@ export const planItemSchema = z.object({
     .optional(),
   /** Dry run of an overwrite: per layer, the rows that would change (and those edited since). */
   rowPreview: z.array(rowPreviewSchema).optional(),
+  /** Content categories to assign once the item exists (scope with categories). */
+  categories: z.array(z.string()).optional(),
 });
 export type PlanItem = z.infer<typeof planItemSchema>;
 
@@ -203,6 +214,8 @@ export const restorePlanSchema = z.object({
   missingGroups: z.array(z.object({ id: z.string(), title: z.string() })),
   warnings: z.array(z.string()),
   totals: z.object({ items: count, create: count, overwrite: count, skip: count }),
+  /** Roles, categories and groups (a scope beyond items): done before the items, or planned. */
+  structure: structureOutcomeSchema.optional(),
 });
 export type RestorePlan = z.infer<typeof restorePlanSchema>;
 
@@ -294,5 +307,7 @@ export const restoreReportSchema = z.object({
   unchangedReferences: z.array(z.object({ itemId: z.string(), reference: z.string(), reason: z.string() })),
   missingGroups: z.array(z.object({ id: z.string(), title: z.string() })),
   notSharedWith: z.array(z.object({ itemId: z.string(), groups: z.array(z.string()) })),
+  /** Roles, categories and groups restored before the items (a scope beyond items). */
+  structure: structureOutcomeSchema.optional(),
 });
 export type RestoreReport = z.infer<typeof restoreReportSchema>;

@@ -9,6 +9,7 @@ import type { BackupFiles } from "./backup-files.js";
 import { levelsOf } from "./graph.js";
 import type { PlanItem, PlanKind, PlanReferences, RestoreMode, RestorePlan, RowMode } from "./model.js";
 import { idTokens, normalizeServiceUrl, serviceNameOf, serviceRootOf, urlsIn } from "./references.js";
+import { mapUsername } from "./structure-model.js";
 import { canPublish, PRIVILEGES, type TargetSelf, type TargetUser } from "./target.js";
 
 /** Other items of one batch activity (hosted services go alone). */
@@ -39,6 +40,10 @@ export interface PlanTarget {
   folder?: string;
   rows?: RowMode;
   users: Map<string, TargetUser>;
+  /** Source username → target username (orgs whose usernames differ). */
+  usernameMap?: Record<string, string>;
+  /** The restore's scope includes categories: each item gets its categories back. */
+  assignCategories?: boolean;
   groups: {
     byId: Map<string, { id: string; title: string }>;
     byTitle: Map<string, { id: string; title: string }>;
@@ -274,7 +279,7 @@ export async function buildPlan(input: PlanInput): Promise<RestorePlan> {
     const skip = content.skip;
     let owner = target.owner ?? target.self.username;
     if (!target.owner) {
-      const original = target.users.get(m.owner.toLowerCase());
+      const original = target.users.get(mapUsername(m.owner, target.usernameMap).toLowerCase());
       const isSelf = m.owner.toLowerCase() === target.self.username.toLowerCase();
       const publishes = kind === "item" || canPublish(original);
       if (original && publishes && (isSelf || mayCreateForOthers)) owner = original.username;
@@ -347,6 +352,7 @@ export async function buildPlan(input: PlanInput): Promise<RestorePlan> {
           }
         : {}),
       ...(viewSource ? { viewSource } : {}),
+      ...(target.assignCategories ? categoriesOf(item) : {}),
     });
     for (const note of content.notes) warnings.push(`${m.itemId}: ${note}`);
   }
@@ -447,4 +453,10 @@ function batchesOf(ids: string[], items: Map<string, PlanItem>): string[][] {
 export function safeServiceName(item: { title: string; name?: string | null }): string {
   const base = (item.name ?? item.title).replace(/[^A-Za-z0-9_]+/g, "_").replace(/^_+|_+$/g, "");
   return base.length > 0 ? base.slice(0, 100) : "restored_service";
+}
+
+/** The item's content categories (`/Categories/Parks`), for a restore whose scope has categories. */
+function categoriesOf(item: PortalItem | undefined): { categories?: string[] } {
+  const list = Array.isArray(item?.categories) ? item.categories.filter((c) => typeof c === "string") : [];
+  return list.length > 0 ? { categories: list } : {};
 }

@@ -42,6 +42,8 @@ import { buildPlan } from "./plan.js";
 import { failRestore, logRestoreCompleted } from "./restore-end.js";
 import type { RestoreStore } from "./restore-store.js";
 import { previewRows } from "./row-preview.js";
+import { hasStructure, type ScopePart, type StructureOutcome } from "./structure-model.js";
+import { restoreStructure } from "./structure-restore.js";
 import {
   FolderResolver,
   readTargetGroups,
@@ -118,6 +120,9 @@ export interface PlanRequest {
   runId: string;
   itemIds?: string[];
   target: { identityId: string; owner?: string; folder?: string; mode: RestoreMode; rows?: RowMode };
+  /** The scope's parts (default: items alone). */
+  scope?: ScopePart[];
+  usernameMap?: Record<string, string>;
 }
 
 /**
@@ -159,24 +164,40 @@ export class RestoreRunner {
     const source = await this.source(request.identityId);
     const target = await this.target(request.target.identityId);
     const run = manifest ?? (await this.manifest(request.identityId, request.runId));
-    const [sourceGroups, sourceFolders, users, groups] = await Promise.all([
-      source.store.readNdjson(run.org.groups, orgRecordSchema),
-      source.store.readNdjson(run.org.folders, orgRecordSchema),
-      readTargetUsers(target.portal, target.self),
-      readTargetGroups(target.portal, target.self.orgId),
-    ]);
     const sameOrg =
       request.target.identityId === request.identityId ||
       (run.portal.orgId !== null &&
         run.portal.orgId === target.self.orgId &&
         (run.portal.isPortal !== true ||
           normalize(run.portal.sharingUrl) === normalize(target.identity.sharingUrl)));
+    const parts = request.scope ?? ["items"];
+    // Before the items (and before the target's groups are read): the groups it creates are
+    // those the items are shared into. A dry run writes nothing.
+    const structure = hasStructure(parts)
+      ? await restoreStructure({
+          portal: target.portal,
+          store: source.store,
+          runId: run.runId,
+          self: target.self,
+          sameOrg,
+          parts,
+          ...(request.usernameMap ? { usernameMap: request.usernameMap } : {}),
+          apply: request.restoreId !== null,
+          log: this.deps.log,
+        })
+      : undefined;
+    const [sourceGroups, sourceFolders, users, groups] = await Promise.all([
+      source.store.readNdjson(run.org.groups, orgRecordSchema),
+      source.store.readNdjson(run.org.folders, orgRecordSchema),
+      readTargetUsers(target.portal, target.self),
+      readTargetGroups(target.portal, target.self.orgId),
+    ]);
     const known = new Map<string, Promise<PortalItem | undefined>>();
     const plan = await buildPlan({
       restoreId: request.restoreId,
       identityId: request.identityId,
       manifest: run,
-      ...(request.itemIds ? { itemIds: request.itemIds } : {}),
+      ...(parts.includes("items") ? (request.itemIds ? { itemIds: request.itemIds } : {}) : { itemIds: [] }),
       files: source.files,
       sourceGroups: new Map((sourceGroups ?? []).map((g) => [g.id, { id: g.id, title: g.title }])),
       sourceFolders: new Map((sourceFolders ?? []).map((f) => [f.id, f.title])),
@@ -191,6 +212,8 @@ export class RestoreRunner {
         ...(request.target.rows ? { rows: request.target.rows } : {}),
         users,
         groups,
+        ...(request.usernameMap ? { usernameMap: request.usernameMap } : {}),
+        assignCategories: parts.includes("categories"),
       },
       existing: (itemId) => {
         let pending = known.get(itemId);
@@ -206,6 +229,7 @@ export class RestoreRunner {
         return pending;
       },
     });
+    if (structure) withStructure(plan, structure);
     if (request.restoreId === null && request.target.mode === "overwrite") {
       // Paced by the target org's governor, like the restore's own reads.
       const portal = target.governor ? target.portal.fork({ pacer: target.governor.track() }) : target.portal;
@@ -253,6 +277,8 @@ export class RestoreRunner {
         runId: record.runId,
         ...(record.itemIds ? { itemIds: record.itemIds } : {}),
         target: record.target,
+        ...(record.scope ? { scope: record.scope } : {}),
+        ...(record.usernameMap ? { usernameMap: record.usernameMap } : {}),
       });
       await source.store.uploadJson(name, plan);
     }
@@ -606,7 +632,9 @@ export function buildReport(
   const failed = items.filter((i) => i.status === "failed").length;
   const skipped = items.filter((i) => i.status === "skipped").length;
   let status: RestoreStatus = outcome === "failed" ? "failed" : "completed";
-  if (status === "completed" && (failed > 0 || skipped > 0)) status = "completed-with-failures";
+  const structureFailed = (plan?.structure?.totals.failed ?? 0) > 0;
+  if (status === "completed" && (failed > 0 || skipped > 0 || structureFailed))
+    status = "completed-with-failures";
   return {
     schemaVersion: RESTORE_REPORT_SCHEMA_VERSION,
     restoreId: record.restoreId,
@@ -625,5 +653,19 @@ export function buildReport(
     unchangedReferences,
     missingGroups: plan?.missingGroups ?? [],
     notSharedWith,
+    ...(plan?.structure ? { structure: plan.structure } : {}),
   };
+}
+
+/**
+ * The structure step's outcome in the plan. A dry run has not created the groups it plans to
+ * create: items are not reported as missing them (they will be shared into them).
+ */
+function withStructure(plan: RestorePlan, structure: StructureOutcome): void {
+  plan.structure = structure;
+  if (structure.applied) return;
+  const planned = new Set(structure.groups.filter((g) => g.action === "create").map((g) => g.sourceId));
+  const titles = new Set(structure.groups.filter((g) => planned.has(g.sourceId)).map((g) => g.title));
+  plan.missingGroups = plan.missingGroups.filter((g) => !planned.has(g.id));
+  for (const item of plan.items) item.missingGroups = item.missingGroups.filter((t) => !titles.has(t));
 }

@@ -19,6 +19,7 @@ import {
 import { failRestore } from "./restore-end.js";
 import type { RestoreRunner } from "./restore-runner.js";
 import type { RestoreStore } from "./restore-store.js";
+import { scopeParts } from "./structure-model.js";
 import { assertCanCreate } from "./target.js";
 
 export const RESTORE_ORCHESTRATOR = "restoreOrchestrator";
@@ -77,6 +78,7 @@ export class RestoreService {
         );
       }
     }
+    const parts = scopeParts(input.scope);
     const self = await this.deps.runner.targetSelf(target.id);
     assertCanCreate(self);
     if (input.target.owner) await this.checkOwner(target.id, input.target.owner, self.orgId);
@@ -91,6 +93,9 @@ export class RestoreService {
         ...(input.target.folder ? { folder: input.target.folder } : {}),
         ...(input.target.rows ? { rows: input.target.rows } : {}),
       },
+      // A restore of items alone keeps its record as it always was.
+      ...(parts.length === 1 && parts[0] === "items" ? {} : { scope: parts }),
+      ...(input.usernameMap ? { usernameMap: input.usernameMap } : {}),
     };
     if (input.dryRun) {
       const plan = await this.deps.runner.planFor({ restoreId: null, ...request }, manifest);
@@ -101,7 +106,9 @@ export class RestoreService {
       runId: input.runId,
       target: request.target,
       ...(request.itemIds ? { itemIds: request.itemIds } : {}),
-      itemsTotal: request.itemIds?.length ?? manifest.items.length,
+      ...(request.scope ? { scope: request.scope } : {}),
+      ...(request.usernameMap ? { usernameMap: request.usernameMap } : {}),
+      itemsTotal: parts.includes("items") ? (request.itemIds?.length ?? manifest.items.length) : 0,
     });
     const { restoreId } = record;
     await this.deps.store.create(record);
