@@ -17,7 +17,7 @@ export function itemFields(
   const params: Record<string, unknown> = {
     title: item.title,
     type: item.type,
-    typeKeywords: (item.typeKeywords ?? []).join(","),
+    typeKeywords: restoredKeywords(item, table).join(","),
     tags: (item.tags ?? []).join(","),
     snippet: text(item.snippet),
     description: text(item.description),
@@ -35,6 +35,14 @@ export function itemFields(
   if (typeof item.url === "string" && item.url) params.url = remapText(item.url, table).text;
   if (options.clearEmpty) params.clearEmptyFields = true;
   return Object.fromEntries(Object.entries(params).filter(([, v]) => v !== undefined));
+}
+
+/**
+ * The item's typeKeywords with their references remapped: some apps link items by keyword (a Hub
+ * page names its site as `hubSiteId|<id>`).
+ */
+export function restoredKeywords(item: Pick<PortalItem, "typeKeywords">, table: RemapTable): string[] {
+  return (item.typeKeywords ?? []).map((keyword) => remapText(keyword, table).text);
 }
 
 function extentParam(extent: unknown): string | undefined {

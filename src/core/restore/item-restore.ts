@@ -9,7 +9,8 @@ import { AppError, errorMessage } from "../errors.js";
 import { isSystemicFailure } from "../failures.js";
 import { BackupIntegrityError, BUFFERED_FILE_MAX, parts } from "./backup-files.js";
 import { errorCode, type ItemJob, note, type RestoreContext, remapTableFor, writeOnce } from "./context.js";
-import { itemFields, marker, sideFiles } from "./item-fields.js";
+import { itemFields, marker, restoredKeywords, sideFiles } from "./item-fields.js";
+import { HUB_SITE_TYPES, notRestorableNotes } from "./item-types.js";
 import type { ItemProgress, PlanItem } from "./model.js";
 import { isJsonName } from "./plan.js";
 import { type RemapTable, remapText, wouldRemap } from "./references.js";
@@ -55,6 +56,7 @@ export async function restoreItem(ctx: RestoreContext, plan: PlanItem): Promise<
     else await restoreService(job);
     await restoreResources(job);
     await finishItem(job);
+    await noteWhatStaysBehind(job);
     await shareItem(job);
     await addRelationships(job);
     row.status = "done";
@@ -86,6 +88,16 @@ export async function restoreItem(ctx: RestoreContext, plan: PlanItem): Promise<
     log.warn("Item restore failed", { errorCode: row.error.code, reason: row.error.message });
     return row;
   }
+}
+
+/** What the item's type keeps outside the item (a Hub site's domain, notebook schedules). */
+async function noteWhatStaysBehind(job: ItemJob): Promise<void> {
+  // Put back in place, the item keeps them.
+  if (job.row.action !== "create") return;
+  const dataFile = job.file(VERSION_FILES.data);
+  const needsData = HUB_SITE_TYPES.has(job.item.type) && dataFile && dataFile.size <= BUFFERED_FILE_MAX;
+  const dataText = needsData ? await job.ctx.files.text(dataFile) : undefined;
+  for (const text of notRestorableNotes(job.item, dataText)) note(job.row, text);
 }
 
 /**
@@ -160,7 +172,7 @@ async function restorePlainItem(job: ItemJob): Promise<void> {
   row.pendingRefs = pending;
   await job.save();
   const fields = itemFields(item, table, { clearEmpty: false });
-  fields.typeKeywords = [...(item.typeKeywords ?? []), tag].join(",");
+  fields.typeKeywords = [...restoredKeywords(item, table), tag].join(",");
   const data = await dataParams(job, dataFile, table);
   const params = { ...fields, ...(await sideFiles(job)), ...data.params };
   const created = await addItem(job, params);
@@ -363,7 +375,7 @@ async function finishItem(job: ItemJob): Promise<void> {
     ...(row.layerIds ? { layers: row.layerIds } : {}),
   };
   const { table } = await remapTableFor(ctx, plan, self);
-  const keywords = item.typeKeywords ?? [];
+  const keywords = restoredKeywords(item, table);
   // The marker keyword goes (an item without keywords of its own needs the clear flag for that).
   const params: Record<string, unknown> = {
     typeKeywords: keywords.join(","),
@@ -505,6 +517,8 @@ export async function relinkItem(ctx: RestoreContext, row: ItemProgress): Promis
         const fields = itemFields(item, table, { clearEmpty: false });
         for (const key of ["url", "properties", "description"] as const)
           if (fields[key] !== undefined) params[key] = fields[key];
+        if ((item.typeKeywords ?? []).some((k) => wouldRemap(k, table)))
+          params.typeKeywords = fields.typeKeywords;
         const dataFile = manifest.files.find((f) => f.path === VERSION_FILES.data);
         if (dataFile) params.text = remapText(await ctx.files.text(dataFile), table).text;
         await ctx.portal.json(`${userPath(row.owner)}/items/${row.newId}/update`, params);

@@ -7,6 +7,7 @@ import { AppError, errorMessage } from "../errors.js";
 import { isSystemicFailure } from "../failures.js";
 import type { BackupFiles } from "./backup-files.js";
 import { levelsOf } from "./graph.js";
+import { notRestorableNotes } from "./item-types.js";
 import type { PlanItem, PlanKind, PlanReferences, RestoreMode, RestorePlan, RowMode } from "./model.js";
 import { idTokens, normalizeServiceUrl, serviceNameOf, serviceRootOf, urlsIn } from "./references.js";
 import { mapUsername } from "./structure-model.js";
@@ -74,6 +75,8 @@ export interface ItemContent {
   kind: PlanKind;
   skip?: { code: string; message: string };
   notes: string[];
+  /** What the item's type keeps outside the item, reported when it is created anew. */
+  typeNotes?: string[];
 }
 
 export function isHostedService(item: { type: string; typeKeywords?: string[] }): boolean {
@@ -112,9 +115,12 @@ export async function readItemContent(files: BackupFiles, manifestItem: Manifest
     const related = fileOf(manifestItem, VERSION_FILES.related);
     if (related) content.related = await files.json(related, relatedItemsSchema);
     const data = fileOf(manifestItem, VERSION_FILES.data);
-    if (data && data.size <= JSON_RESOURCE_MAX) content.texts.push(await files.text(data));
+    const dataText = data && data.size <= JSON_RESOURCE_MAX ? await files.text(data) : undefined;
+    if (dataText !== undefined) content.texts.push(dataText);
+    content.typeNotes = notRestorableNotes(item, dataText);
     if (typeof item.url === "string") content.texts.push(item.url);
     if (item.properties) content.texts.push(JSON.stringify(item.properties));
+    if (item.typeKeywords?.length) content.texts.push(item.typeKeywords.join(","));
     if (typeof item.description === "string") content.texts.push(item.description);
     for (const resource of manifestItem.files) {
       if (resource.kind === "resource" && isJsonName(resource) && resource.size <= JSON_RESOURCE_MAX) {
@@ -355,6 +361,9 @@ export async function buildPlan(input: PlanInput): Promise<RestorePlan> {
       ...(target.assignCategories ? categoriesOf(item) : {}),
     });
     for (const note of content.notes) warnings.push(`${m.itemId}: ${note}`);
+    // Put back in place, an item keeps what lives outside it (a site's domain, a notebook's schedules).
+    if (action === "create")
+      for (const note of content.typeNotes ?? []) warnings.push(`${m.itemId}: ${note}`);
   }
 
   // Items whose dependency is skipped for lack of privileges stay; their references stay unchanged.
