@@ -1,7 +1,7 @@
-import { createInterface } from "node:readline";
 import { Readable } from "node:stream";
 import type { BackupStore } from "../backup/backup-store.js";
 import { type CacheSpace, streamToCache } from "../backup/cache.js";
+import { splitLines } from "../backup/feature-sort.js";
 import { parseStoredJson } from "../stored-document.js";
 import { type SearchRow, type SnapshotState, searchRowSchema } from "./item-index.js";
 
@@ -177,14 +177,17 @@ async function writeLines(
   return count;
 }
 
-/** A snapshot file's rows, each validated; none when the file does not exist. */
+/**
+ * A snapshot file's rows, each validated; none when the file does not exist. Read a chunk at a
+ * time as rows are taken (readline's iterator would read ahead without bound: a merge of many
+ * deltas took one row at a time from each while the others filled up whole).
+ */
 async function* rowsOf(store: BackupStore, name: string): AsyncGenerator<SearchRow> {
   const opened = await store.openIfExists(name);
   if (!opened) return;
   let number = 0;
-  for await (const text of createInterface({ input: opened.body, crlfDelay: Number.POSITIVE_INFINITY })) {
+  for await (const text of splitLines(opened.body as AsyncIterable<Buffer>)) {
     number++;
-    if (text.trim() === "") continue;
-    yield parseStoredJson(searchRowSchema, text, `${name} line ${number}`);
+    yield parseStoredJson(searchRowSchema, text, `${name} row ${number}`);
   }
 }
