@@ -111,6 +111,18 @@ export interface SimUser {
   canPublish: boolean;
 }
 
+/** An invitation to join the org (`portals/self/invite`), pending until accepted. */
+export interface SimInvitation {
+  id: string;
+  username: string;
+  email: string;
+  role: string;
+  userLicenseType: string;
+  fullname: string;
+  created: number;
+  expiration: number;
+}
+
 export interface SimFolder {
   id: string;
   title: string;
@@ -346,6 +358,8 @@ export class SimOrg {
   /** The org's content category schema; empty unless a test or assignCategorySchema sets it. */
   categorySchema: CategoryNode[] = [];
   readonly admin: SimUser;
+  /** Invitations sent and not yet accepted (an Online org's `portals/self/invite`). */
+  readonly invitations: SimInvitation[] = [];
   /** Bumped on every change; caches key on it. */
   version = 0;
 
@@ -1523,6 +1537,64 @@ export class SimOrg {
   membersChanged(): void {
     this.userGroupsCache.clear();
     this.version++;
+  }
+
+  /** A new member of the org (an accepted invitation, an account an Enterprise admin adds). */
+  addMember(spec: {
+    username: string;
+    email: string;
+    fullName: string;
+    role: string;
+    userType: string;
+  }): SimUser {
+    const role: Role = ["org_admin", "org_publisher"].includes(spec.role) ? (spec.role as Role) : "org_user";
+    const userType: SimUser["userType"] = spec.userType === "viewerUT" ? "viewerUT" : "creatorUT";
+    const [firstName = spec.fullName, ...rest] = spec.fullName.split(" ");
+    const now = Date.now();
+    const user: SimUser = {
+      username: spec.username,
+      password: `pw-${spec.username}`,
+      fullName: spec.fullName,
+      firstName,
+      lastName: rest.join(" "),
+      email: spec.email,
+      role,
+      userType,
+      privileges:
+        role === "org_admin"
+          ? ADMIN_PRIVILEGES
+          : role === "org_publisher"
+            ? PUBLISHER_PRIVILEGES
+            : userType === "viewerUT"
+              ? VIEWER_PRIVILEGES
+              : CREATOR_PRIVILEGES,
+      created: now,
+      modified: now,
+      lastLogin: now,
+      description: null,
+      tags: [],
+      canOwn: userType === "creatorUT",
+      canPublish: role !== "org_user",
+    };
+    this.users.push(user);
+    this.userByName.set(user.username.toLowerCase(), this.users.length - 1);
+    this.version++;
+    return user;
+  }
+
+  /** Tests: the invitee accepts; they become a member under the invited username. */
+  acceptInvitation(username: string): SimUser {
+    const index = this.invitations.findIndex((i) => i.username.toLowerCase() === username.toLowerCase());
+    const invitation = this.invitations[index];
+    if (!invitation) throw new Error(`no pending invitation for ${username}`);
+    this.invitations.splice(index, 1);
+    return this.addMember({
+      username: invitation.username,
+      email: invitation.email,
+      fullName: invitation.fullname,
+      role: invitation.role,
+      userType: invitation.userLicenseType,
+    });
   }
 
   addRole(name: string, description: string, privileges: string[] = []): SimRole {

@@ -339,3 +339,88 @@ export const assignGroupCategorySchema: Handler = (ctx, req, caller, m) => {
   ctx.org.version++;
   return { json: { success: true } };
 };
+
+// --- invitations --------------------------------------------------------------------------------
+
+const INVITATION_DAYS = 14;
+
+interface InvitationParam {
+  username?: unknown;
+  email?: unknown;
+  fullname?: unknown;
+  role?: unknown;
+  userLicenseType?: unknown;
+  provider?: unknown;
+  idpUsername?: unknown;
+  password?: unknown;
+}
+
+/**
+ * `invitationList={"invitations":[{username,email,fullname,role,userLicenseType,…}]}`. ArcGIS
+ * Online sends each an email and keeps the invitation pending until accepted; ArcGIS Enterprise
+ * adds an identity-provider account (`provider: "enterprise"`, `idpUsername`) at once and a
+ * built-in one only with a password. Refused entries are answered in `notInvited`.
+ */
+export const invite: Handler = (ctx, req, caller) => {
+  const denied = requireAdmin(caller, "portal:admin:inviteUsers");
+  if (denied) return denied;
+  const list = jsonParam<{ invitations?: unknown }>(req, "invitationList")?.invitations;
+  if (!Array.isArray(list) || list.length === 0 || list.length > 100)
+    return err(400, "Unable to invite users.", ["'invitationList' must hold 1 to 100 invitations."]);
+  const notInvited: string[] = [];
+  for (const entry of list as InvitationParam[]) {
+    const username = typeof entry.username === "string" ? entry.username.trim() : "";
+    const email = typeof entry.email === "string" ? entry.email.trim() : "";
+    const taken =
+      !!ctx.org.user(username) ||
+      ctx.org.invitations.some((i) => i.username.toLowerCase() === username.toLowerCase());
+    const enterprise = ctx.kind === "enterprise";
+    const addable =
+      entry.provider === "enterprise"
+        ? typeof entry.idpUsername === "string"
+        : typeof entry.password === "string";
+    if (!username || !email.includes("@") || taken || (enterprise && !addable)) {
+      notInvited.push(username || email);
+      continue;
+    }
+    const spec = {
+      username,
+      email,
+      fullName: typeof entry.fullname === "string" ? entry.fullname : username,
+      role: typeof entry.role === "string" ? entry.role : "org_user",
+      userType: typeof entry.userLicenseType === "string" ? entry.userLicenseType : "creatorUT",
+    };
+    if (enterprise) ctx.org.addMember(spec);
+    else {
+      const now = Date.now();
+      ctx.org.invitations.push({
+        id: ctx.org.newId(),
+        username,
+        email,
+        fullname: spec.fullName,
+        role: spec.role,
+        userLicenseType: spec.userType,
+        created: now,
+        expiration: now + INVITATION_DAYS * 86_400_000,
+      });
+      ctx.org.version++;
+    }
+  }
+  return { json: { success: true, notInvited } };
+};
+
+/** The org's pending invitations (administrators). */
+export const listInvitations: Handler = (ctx, req, caller) => {
+  const denied = requireAdmin(caller, "portal:admin:inviteUsers");
+  if (denied) return denied;
+  const p = pageOf(ctx.org.invitations, req.params);
+  return {
+    json: {
+      total: p.total,
+      start: p.start,
+      num: p.num,
+      nextStart: p.nextStart,
+      invitations: p.page.map((i) => ({ ...i })),
+    },
+  };
+};

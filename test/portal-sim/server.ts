@@ -81,6 +81,8 @@ function sharingRoutes(): Route[] {
     ),
     r("portals/self/createRole", "portals/self/createRole", os.createRole),
     r("portals/self/categorySchema", "portals/self/categorySchema", os.orgCategorySchema),
+    r("portals/self/invite", "portals/self/invite", os.invite),
+    r("portals/self/invitations", "portals/self/invitations", os.listInvitations),
     r("portals/self/assignCategorySchema", "portals/self/assignCategorySchema", os.assignOrgCategorySchema),
     r("portals/([^/]+)", "portals/self", sh.portalSelf),
     r("community/createGroup", "community/createGroup", os.createGroup),

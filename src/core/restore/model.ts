@@ -2,7 +2,13 @@ import { z } from "zod";
 import { newRunId } from "../backup/layout.js";
 import { itemFailureSchema } from "../backup/manifest.js";
 import { schemaVersion } from "../stored-document.js";
-import { scopeSchema, structureOutcomeSchema, usernameMapSchema } from "./structure-model.js";
+import {
+  scopeSchema,
+  structureOutcomeSchema,
+  USERS_MODES,
+  usernameMapSchema,
+  usersModeSchema,
+} from "./structure-model.js";
 
 /**
  * The restore's vocabulary: the request, the run record, the plan (what will be created or
@@ -60,6 +66,8 @@ export const restoreRequestSchema = z.strictObject({
   scope: scopeSchema.optional(),
   /** Source username → target username, for owners and group members (orgs with other suffixes). */
   usernameMap: usernameMapSchema.optional(),
+  /** The users the target lacks: `report` (default) or `invite` (needs a scope with groups). */
+  users: usersModeSchema.optional(),
   dryRun: z.boolean().optional(),
 });
 export type RestoreRequest = z.infer<typeof restoreRequestSchema>;
@@ -95,6 +103,8 @@ export const restoreRecordSchema = z.object({
   /** The scope's parts; absent: items alone. */
   scope: z.array(z.enum(SCOPE_PARTS)).optional(),
   usernameMap: z.record(z.string(), z.string()).optional(),
+  /** `invite`: missing users are invited or added; absent: reported only. */
+  users: z.enum(USERS_MODES).optional(),
   status: z.enum(RESTORE_STATUSES),
   startedAt: z.string(),
   endedAt: z.string().optional(),

@@ -42,7 +42,7 @@ import { buildPlan } from "./plan.js";
 import { failRestore, logRestoreCompleted } from "./restore-end.js";
 import type { RestoreStore } from "./restore-store.js";
 import { previewRows } from "./row-preview.js";
-import { hasStructure, type ScopePart, type StructureOutcome } from "./structure-model.js";
+import { hasStructure, type ScopePart, type StructureOutcome, type UsersMode } from "./structure-model.js";
 import { restoreStructure } from "./structure-restore.js";
 import {
   FolderResolver,
@@ -123,6 +123,8 @@ export interface PlanRequest {
   /** The scope's parts (default: items alone). */
   scope?: ScopePart[];
   usernameMap?: Record<string, string>;
+  /** `invite`: the structure step invites or adds the users the target lacks. */
+  users?: UsersMode;
 }
 
 /**
@@ -182,6 +184,7 @@ export class RestoreRunner {
           sameOrg,
           parts,
           ...(request.usernameMap ? { usernameMap: request.usernameMap } : {}),
+          ...(request.users ? { users: request.users } : {}),
           apply: request.restoreId !== null,
           log: this.deps.log,
         })
@@ -279,6 +282,7 @@ export class RestoreRunner {
         target: record.target,
         ...(record.scope ? { scope: record.scope } : {}),
         ...(record.usernameMap ? { usernameMap: record.usernameMap } : {}),
+        ...(record.users ? { users: record.users } : {}),
       });
       await source.store.uploadJson(name, plan);
     }

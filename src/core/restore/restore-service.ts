@@ -79,6 +79,9 @@ export class RestoreService {
       }
     }
     const parts = scopeParts(input.scope);
+    if (input.users === "invite" && !parts.includes("groups")) {
+      throw new ValidationError('users: "invite" needs a scope with groups ("groups" or "all")', "users");
+    }
     const self = await this.deps.runner.targetSelf(target.id);
     assertCanCreate(self);
     if (input.target.owner) await this.checkOwner(target.id, input.target.owner, self.orgId);
@@ -96,6 +99,7 @@ export class RestoreService {
       // A restore of items alone keeps its record as it always was.
       ...(parts.length === 1 && parts[0] === "items" ? {} : { scope: parts }),
       ...(input.usernameMap ? { usernameMap: input.usernameMap } : {}),
+      ...(input.users === "invite" ? { users: input.users } : {}),
     };
     if (input.dryRun) {
       const plan = await this.deps.runner.planFor({ restoreId: null, ...request }, manifest);
@@ -108,6 +112,7 @@ export class RestoreService {
       ...(request.itemIds ? { itemIds: request.itemIds } : {}),
       ...(request.scope ? { scope: request.scope } : {}),
       ...(request.usernameMap ? { usernameMap: request.usernameMap } : {}),
+      ...(request.users ? { users: request.users } : {}),
       itemsTotal: parts.includes("items") ? (request.itemIds?.length ?? manifest.items.length) : 0,
     });
     const { restoreId } = record;

@@ -30,6 +30,14 @@ export const usernameMapSchema = z
     'a suffix entry maps "*<suffix>" to "*<suffix>"',
   );
 
+/**
+ * What a restore does with the users the target lacks: `report` (default) lists them; `invite`
+ * invites them on ArcGIS Online and adds identity-provider accounts on ArcGIS Enterprise.
+ */
+export const USERS_MODES = ["report", "invite"] as const;
+export type UsersMode = (typeof USERS_MODES)[number];
+export const usersModeSchema = z.enum(USERS_MODES);
+
 /** The parts a scope stands for, in the order the structure step handles them. */
 export function scopeParts(scope: RestoreScope | RestoreScope[] | undefined): ScopePart[] {
   const asked = scope === undefined ? ["items"] : Array.isArray(scope) ? scope : [scope];
@@ -104,6 +112,11 @@ export const missingUserSchema = z.object({
   role: z.string().nullable(),
   userType: z.string().nullable(),
   groups: z.array(z.string()),
+  /** With `users: "invite"`: an invitation (Online) or an identity-provider account (Enterprise). */
+  action: z.enum(["invite", "create"]).optional(),
+  /** planned (dry run), invited, created, pending (invited before), skipped or failed (see reason). */
+  status: z.enum(["planned", "invited", "created", "pending", "skipped", "failed"]).optional(),
+  reason: z.string().optional(),
 });
 
 export const structureOutcomeSchema = z.object({
@@ -112,7 +125,7 @@ export const structureOutcomeSchema = z.object({
   roles: z.array(roleOutcomeSchema),
   categories: categoriesOutcomeSchema.nullable(),
   groups: z.array(groupOutcomeSchema),
-  /** Users of the backup the target lacks: never created by a restore. */
+  /** Users of the backup the target lacks: invited or added only with `users: "invite"`. */
   missingUsers: z.array(missingUserSchema),
   /** What the step does not do, and why. */
   notRestored: z.array(z.string()),
@@ -128,8 +141,13 @@ export type GroupOutcome = z.infer<typeof groupOutcomeSchema>;
 export type CategoriesOutcome = z.infer<typeof categoriesOutcomeSchema>;
 export type MissingUser = z.infer<typeof missingUserSchema>;
 
+export const USERS_NOT_CREATED =
+  "Users are never created: the plan lists those the target lacks (missingUsers); invite or create them (or restore with users: invite), then restore again with the same scope";
+export const USERS_INVITED =
+  "Missing users are invited (ArcGIS Online) or added as identity-provider accounts (ArcGIS Enterprise) as the request asks; built-in Enterprise accounts are never created, a restore cannot know their password";
+
 export const NOT_RESTORED = [
-  "Users are never created: the plan lists those the target lacks (missingUsers); invite or create them, then restore again with the same scope",
+  USERS_NOT_CREATED,
   "Users' roles, user types and licenses are not changed in the target",
   "Group ownership stays with the restoring identity's user; the original owner (when in the target) becomes a group manager",
   "Portal settings (home page, basemap gallery, featured content, default extent) are kept in the backup (org/settings.json), not written",

@@ -21,7 +21,11 @@ import {
   recordFailure,
   type ScopePart,
   type StructureOutcome,
+  USERS_INVITED,
+  USERS_NOT_CREATED,
+  type UsersMode,
 } from "./structure-model.js";
+import { inviteMissingUsers } from "./structure-users.js";
 import { readTargetGroups, readTargetUsers, type TargetSelf } from "./target.js";
 
 export interface StructureInput {
@@ -34,6 +38,8 @@ export interface StructureInput {
   sameOrg: boolean;
   parts: readonly ScopePart[];
   usernameMap?: Record<string, string>;
+  /** What to do with the users the target lacks (default: report them). */
+  users?: UsersMode;
   /** false: a dry run — everything is read, nothing is written. */
   apply: boolean;
   log: Logger;
@@ -41,8 +47,13 @@ export interface StructureInput {
 
 const sourceUserSchema = z.looseObject({
   username: z.string(),
+  email: z.string().nullish(),
+  fullName: z.string().nullish(),
   role: z.string().nullish(),
+  roleId: z.string().nullish(),
   userLicenseTypeId: z.string().nullish(),
+  provider: z.string().nullish(),
+  idpUsername: z.string().nullish(),
 });
 
 /**
@@ -53,7 +64,10 @@ const sourceUserSchema = z.looseObject({
  */
 export async function restoreStructure(input: StructureInput): Promise<StructureOutcome> {
   const names = orgRecordNames(input.runId);
-  const notRestored = [...NOT_RESTORED];
+  const users = input.users ?? "report";
+  const notRestored = NOT_RESTORED.map((note) =>
+    note === USERS_NOT_CREATED && users === "invite" ? USERS_INVITED : note,
+  );
   const roles = input.parts.includes("roles") ? await restoreRoles(input, names.roles, notRestored) : [];
   const categories = input.parts.includes("categories")
     ? await restoreCategories(input, names.categories, notRestored)
@@ -76,8 +90,19 @@ export async function restoreStructure(input: StructureInput): Promise<Structure
     });
     groups = result.groups;
     missingUsers = result.missingUsers;
+    const roleIds = new Map(roles.flatMap((r) => (r.targetId ? [[r.sourceId, r.targetId] as const] : [])));
+    notRestored.push(
+      ...(await inviteMissingUsers({
+        portal: input.portal,
+        apply: input.apply,
+        mode: users,
+        missing: missingUsers,
+        sourceUsers: sourceUsers ?? [],
+        roleIds,
+      })),
+    );
   }
-  const all = [...roles, ...groups, ...(categories ? [categories] : [])];
+  const all = [...roles, ...groups, ...missingUsers, ...(categories ? [categories] : [])];
   return {
     scope: [...input.parts],
     applied: input.apply,
