@@ -6,8 +6,9 @@ import { hash32, prngSource } from "./prng.js";
  * orgs, so their counts stay put). Each refers to the org's first web map and first hosted feature
  * layer the way the real apps store it, so a restore has to remap those references:
  *
- * - Hub: a site (`Hub Site Application`, data `values` with layout, theme, domain and its pages),
- *   a page (`Hub Page`, its `values.sites`), an initiative (`Hub Initiative`, `values.siteId`);
+ * - Hub: a site (`Hub Site Application`, data `values` with layout, theme, domain, its pages and —
+ *   when the org has groups — its content group (`contentGroupId`) and core-team group
+ *   (`collaborationGroupId`, and `groupId` as sites of Hub 2.0 still carry it)), a page (`Hub Page`, its `values.sites`), an initiative (`Hub Initiative`, `values.siteId`);
  * - Experience Builder (`Web Experience`): the published config as data, the draft as the
  *   resource `config/config.json`, its own id in its URL;
  * - a Dashboard (widgets with `itemId`), a Survey123 form (a zip, `Survey2Service` to the layer),
@@ -140,8 +141,18 @@ function hubSiteKeywords(): string[] {
 }
 
 function hubSiteData(org: SimOrg, site: SimItem, page: SimItem, webMapId: string): unknown {
+  // The site's content group and its core team (the org's first two groups, when it has them).
+  const [content, team] = org.groups;
+  const groups = content
+    ? {
+        contentGroupId: content.id,
+        collaborationGroupId: (team ?? content).id,
+        groupId: (team ?? content).id,
+      }
+    : {};
   return {
     values: {
+      ...groups,
       title: site.title,
       subdomain: HUB_DOMAIN.subdomain,
       defaultHostname: `${HUB_DOMAIN.subdomain}-${org.urlKey}.hub.arcgis.com`,

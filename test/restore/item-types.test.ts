@@ -186,6 +186,55 @@ describe("item types with references, restored into another org", () => {
   });
 });
 
+describe("item types moved into another org with its groups (scope all)", () => {
+  test("a Hub site's content and core-team groups point at the groups created in the target", {
+    timeout: 120_000,
+  }, async () => {
+    const { hubSite } = showcase;
+    const values = JSON.parse(sourceText(hubSite)).values;
+    const [content, team] = app.sim.model.groups;
+    if (!content || !team) throw new Error("the tiny org has two groups");
+    expect(values).toMatchObject({
+      contentGroupId: content.id,
+      collaborationGroupId: team.id,
+      groupId: team.id,
+    });
+    const moved = await startPortalSim({ size: "empty", seed: 84, urlKey: "typemove" });
+    try {
+      const identity = await identityFor(app, moved);
+      const { report: move, record } = await runRestore(app, source.id, {
+        runId: manifest.runId,
+        target: { identityId: identity.id, mode: "new" },
+        scope: "all",
+        usernameMap: { "*_typesrc": "*_typemove" },
+      });
+      expect(record.status, JSON.stringify(move.failures)).toBe("completed");
+      const targetOf = (group: { id: string; title: string }) => {
+        const created = moved.model.groups.find((g) => g.title === group.title);
+        if (!created) throw new Error(`${group.title} was not created in the target`);
+        expect(created.id).not.toBe(group.id);
+        expect(move.structure?.groups.find((g) => g.sourceId === group.id)?.targetId).toBe(created.id);
+        return created.id;
+      };
+      const newSiteId = move.idMap[hubSite.id] as string;
+      const site = JSON.parse(moved.model.itemDataBuffer(newSiteId)?.toString("utf8") ?? "{}").values;
+      expect(site).toMatchObject({
+        contentGroupId: targetOf(content),
+        collaborationGroupId: targetOf(team),
+        groupId: targetOf(team),
+      });
+      // Item references in the same data are remapped as before, in the same pass.
+      expect(site.pages[0].id).toBe(move.idMap[showcase.hubPage.id]);
+      const unchanged = move.unchangedReferences.map((r) => r.reference);
+      expect(unchanged).not.toContain(content.id);
+      expect(unchanged).not.toContain(team.id);
+      expect(move.structure?.notRestored.join(" ")).not.toMatch(/not rewritten/);
+    } finally {
+      await moved.close();
+    }
+  });
+});
+
 // Runs last: it edits the source org.
 describe("item types put back in place", () => {
   test("overwrite: drafts and data as backed up, no notes on what the item keeps", async () => {

@@ -76,7 +76,7 @@ export function errorCode(error: unknown): string {
 
 /**
  * The remap table for an item: the new ids (and service URLs) of what it depends on, read from
- * their progress rows, plus its own new id once it has one.
+ * their progress rows, the target ids of the groups it names, plus its own new id once it has one.
  */
 export async function remapTableFor(
   ctx: RestoreContext,
@@ -107,6 +107,11 @@ export async function remapTableFor(
         ...(row.layerIds ? { layers: toStrings(row.layerIds) } : {}),
       });
     }
+  }
+  // Group ids: the target group the structure step matched or created (same org: the same group).
+  for (const group of plan.references.groups ?? []) {
+    const target = ctx.plan.groupIds?.[group];
+    if (target) ids.set(group, target);
   }
   if (self) {
     ids.set(self.oldId, self.newId);

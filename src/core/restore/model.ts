@@ -146,10 +146,17 @@ export const planReferencesSchema = z.object({
   remapped: z.array(z.string()),
   /** Service URLs (old) of restored services this item refers to. */
   urls: z.array(z.string()),
-  /** Ids that stay as they are: items of the backup not restored now, or not in the backup at all. */
-  unchanged: z.array(z.object({ id: z.string(), reason: z.enum(["not-restored", "not-in-backup"]) })),
+  /**
+   * Ids that stay as they are: items of the backup not restored now, not in the backup at all, or
+   * groups of the backed-up org that the target has no group for.
+   */
+  unchanged: z.array(
+    z.object({ id: z.string(), reason: z.enum(["not-restored", "not-in-backup", "group-not-in-target"]) }),
+  ),
   /** Service URLs of backed-up services that are not restored now. */
   unchangedUrls: z.array(z.string()),
+  /** Group ids (old) of the backed-up org this item refers to: rewritten to the target's groups. */
+  groups: z.array(z.string()).optional(),
 });
 export type PlanReferences = z.infer<typeof planReferencesSchema>;
 
@@ -222,6 +229,12 @@ export const restorePlanSchema = z.object({
   /** Every item asked for, in restore order; skipped ones last. */
   items: z.array(planItemSchema),
   missingGroups: z.array(z.object({ id: z.string(), title: z.string() })),
+  /**
+   * Source group id → target group id (the same group by id, one of the same title, or one the
+   * structure step created), where they differ: group ids inside items are rewritten with the
+   * item ids.
+   */
+  groupIds: z.record(z.string(), z.string()).optional(),
   warnings: z.array(z.string()),
   totals: z.object({ items: count, create: count, overwrite: count, skip: count }),
   /** Roles, categories and groups (a scope beyond items): done before the items, or planned. */

@@ -202,6 +202,20 @@ export async function buildPlan(input: PlanInput): Promise<RestorePlan> {
     }
   }
 
+  // Groups of the backed-up org → the target's, as items are shared: the same group (same org),
+  // else one of the same title (created by the structure step, or there before).
+  const targetGroupOf = (groupId: string) => {
+    const sourceGroup = input.sourceGroups.get(groupId);
+    return (
+      (target.sameOrg ? target.groups.byId.get(groupId) : undefined) ??
+      (sourceGroup ? target.groups.byTitle.get(sourceGroup.title.toLowerCase()) : undefined)
+    );
+  };
+  const groupIds = new Map<string, string | null>();
+  for (const groupId of input.sourceGroups.keys()) {
+    groupIds.set(groupId.toLowerCase(), targetGroupOf(groupId)?.id ?? null);
+  }
+
   // References and relationships → dependencies.
   const deps = new Map<string, string[]>();
   const references = new Map<string, PlanReferences>();
@@ -216,11 +230,18 @@ export async function buildPlan(input: PlanInput): Promise<RestorePlan> {
     const id = content.manifestItem.itemId;
     const refs: PlanReferences = { remapped: [], urls: [], unchanged: [], unchangedUrls: [] };
     const text = content.texts.join("\n");
+    const groups: string[] = [];
     for (const token of idTokens(text)) {
       if (token === id) continue;
       if (restorable.has(token)) refs.remapped.push(token);
-      else refs.unchanged.push({ id: token, reason: byId.has(token) ? "not-restored" : "not-in-backup" });
+      else if (groupIds.has(token)) {
+        // A group id: rewritten to the target's group (the same one in the same org: nothing to do).
+        const targetId = groupIds.get(token);
+        if (!targetId) refs.unchanged.push({ id: token, reason: "group-not-in-target" });
+        else if (targetId.toLowerCase() !== token) groups.push(token);
+      } else refs.unchanged.push({ id: token, reason: byId.has(token) ? "not-restored" : "not-in-backup" });
     }
+    if (groups.length > 0) refs.groups = groups;
     for (const url of urlsIn(text, serviceUrls.keys())) {
       const owner = serviceUrls.get(url) as string;
       if (owner === id) continue;
@@ -295,9 +316,7 @@ export async function buildPlan(input: PlanInput): Promise<RestorePlan> {
     const missing: string[] = [];
     for (const groupId of m.groups) {
       const sourceGroup = input.sourceGroups.get(groupId);
-      const match =
-        (target.sameOrg ? target.groups.byId.get(groupId) : undefined) ??
-        (sourceGroup ? target.groups.byTitle.get(sourceGroup.title.toLowerCase()) : undefined);
+      const match = targetGroupOf(groupId);
       if (match) groups.push(match.id);
       else {
         missing.push(sourceGroup?.title ?? groupId);
@@ -410,6 +429,9 @@ export async function buildPlan(input: PlanInput): Promise<RestorePlan> {
   });
   const batches = compact.map((ids) => batchesOf(ids, planById));
   const skipped = items.filter((i) => i.action === "skip");
+  const rewrittenGroups = [...groupIds].filter(
+    (entry): entry is [string, string] => entry[1] !== null && entry[1].toLowerCase() !== entry[0],
+  );
   return {
     schemaVersion: 1,
     restoreId: input.restoreId,
@@ -430,6 +452,7 @@ export async function buildPlan(input: PlanInput): Promise<RestorePlan> {
     batches,
     items: [...planned, ...skipped],
     missingGroups: [...missingGroups].map(([id, title]) => ({ id, title })),
+    ...(rewrittenGroups.length > 0 ? { groupIds: Object.fromEntries(rewrittenGroups) } : {}),
     warnings,
     totals: {
       items: items.length,

@@ -612,7 +612,7 @@ export function buildReport(
         unchangedReferences.push({
           itemId: planned.itemId,
           reference: ref.id,
-          reason: ref.reason === "not-restored" ? "in the backup, not restored now" : "not in the backup",
+          reason: UNCHANGED_REASONS[ref.reason],
         });
       }
       for (const url of planned.references.unchangedUrls) {
@@ -661,12 +661,37 @@ export function buildReport(
   };
 }
 
+const UNCHANGED_REASONS: Record<PlanItem["references"]["unchanged"][number]["reason"], string> = {
+  "not-restored": "in the backup, not restored now",
+  "not-in-backup": "not in the backup",
+  "group-not-in-target": "a group the target has no group for",
+};
+
 /**
- * The structure step's outcome in the plan. A dry run has not created the groups it plans to
- * create: items are not reported as missing them (they will be shared into them).
+ * The structure step's outcome in the plan. The groups it matched or created are where the group
+ * ids inside items point (even before a search of the target lists a new group). A dry run has
+ * not created the groups it plans to create: items are not reported as missing them (they will be
+ * shared into them), nor their references to them as left unchanged.
  */
 function withStructure(plan: RestorePlan, structure: StructureOutcome): void {
   plan.structure = structure;
+  const targets = new Map<string, string | null>();
+  for (const group of structure.groups) {
+    if (group.targetId) targets.set(group.sourceId.toLowerCase(), group.targetId);
+    else if (!structure.applied && group.action === "create") targets.set(group.sourceId.toLowerCase(), null);
+  }
+  for (const item of plan.items) {
+    const moved = item.references.unchanged.filter(
+      (ref) => ref.reason === "group-not-in-target" && targets.has(ref.id),
+    );
+    if (moved.length === 0) continue;
+    item.references.unchanged = item.references.unchanged.filter((ref) => !moved.includes(ref));
+    item.references.groups = [...(item.references.groups ?? []), ...moved.map((ref) => ref.id)];
+    for (const ref of moved) {
+      const targetId = targets.get(ref.id);
+      if (targetId) plan.groupIds = { ...plan.groupIds, [ref.id]: targetId };
+    }
+  }
   if (structure.applied) return;
   const planned = new Set(structure.groups.filter((g) => g.action === "create").map((g) => g.sourceId));
   const titles = new Set(structure.groups.filter((g) => planned.has(g.sourceId)).map((g) => g.title));

@@ -152,7 +152,7 @@ export const NOT_RESTORED = [
   "Group ownership stays with the restoring identity's user; the original owner (when in the target) becomes a group manager",
   "Portal settings (home page, basemap gallery, featured content, default extent) are kept in the backup (org/settings.json), not written",
   "Items' categories within a group's own category schema are not assigned",
-  "Group ids inside Hub sites and pages, Experience Builder apps, Dashboards, Survey123 forms, StoryMaps and Notebooks are not rewritten (the items themselves are restored, their item references remapped)",
+  "Ids of groups the target has no group for are left as they are inside items (the others are rewritten to the target's groups with the item ids)",
 ];
 
 /**
