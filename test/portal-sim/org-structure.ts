@@ -350,7 +350,7 @@ interface InvitationParam {
   fullname?: unknown;
   role?: unknown;
   userLicenseType?: unknown;
-  provider?: unknown;
+  targetUserProvider?: unknown;
   idpUsername?: unknown;
   password?: unknown;
 }
@@ -358,7 +358,7 @@ interface InvitationParam {
 /**
  * `invitationList={"invitations":[{username,email,fullname,role,userLicenseType,…}]}`. ArcGIS
  * Online sends each an email and keeps the invitation pending until accepted; ArcGIS Enterprise
- * adds an identity-provider account (`provider: "enterprise"`, `idpUsername`) at once and a
+ * adds an identity-provider account (`targetUserProvider: "enterprise"`, `idpUsername`) at once and a
  * built-in one only with a password. Refused entries are answered in `notInvited`.
  */
 export const invite: Handler = (ctx, req, caller) => {
@@ -376,7 +376,7 @@ export const invite: Handler = (ctx, req, caller) => {
       ctx.org.invitations.some((i) => i.username.toLowerCase() === username.toLowerCase());
     const enterprise = ctx.kind === "enterprise";
     const addable =
-      entry.provider === "enterprise"
+      entry.targetUserProvider === "enterprise"
         ? typeof entry.idpUsername === "string"
         : typeof entry.password === "string";
     if (!username || !email.includes("@") || taken || (enterprise && !addable)) {

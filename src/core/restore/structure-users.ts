@@ -107,7 +107,9 @@ function invitationFor(
     fullname: source.fullName ?? user.targetUsername,
     role,
     ...(source.userLicenseTypeId ? { userLicenseType: source.userLicenseTypeId } : {}),
-    ...(enterprise ? { provider: "enterprise", idpUsername: source.idpUsername as string } : {}),
+    // The invitation names the account's identity provider as `targetUserProvider` (as the ArcGIS
+    // API for Python sends it), the user's own record as `provider`.
+    ...(enterprise ? { targetUserProvider: "enterprise", idpUsername: source.idpUsername as string } : {}),
   };
   Object.assign(user, { action, status: "planned" });
   return { user, entry };
