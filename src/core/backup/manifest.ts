@@ -65,9 +65,17 @@ const portalSelfSchema = z.object({
   isPortal: z.boolean().nullish(),
 });
 
-/** Reads the batch results of a run in name order. */
-export async function* runResults(store: BackupStore, runId: string): AsyncGenerator<ItemResult> {
+/**
+ * Reads the results of a run in name order: every results blob, or those `include` keeps (say,
+ * the batches' and not the inventory's unchanged items).
+ */
+export async function* runResults(
+  store: BackupStore,
+  runId: string,
+  include: (blobName: string) => boolean = () => true,
+): AsyncGenerator<ItemResult> {
   for await (const name of store.list(runResultsPrefix(runId))) {
+    if (!include(name)) continue;
     const results = await store.readJson(name, batchResultsSchema);
     for (const result of results ?? []) yield result;
   }

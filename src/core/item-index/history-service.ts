@@ -11,7 +11,14 @@ import type { StoredIdentity } from "../identities/identity.js";
 import type { IdentityService } from "../identities/identity-service.js";
 import { parseInput } from "../validation.js";
 import { indexRun } from "./indexer.js";
-import type { ItemIndex, ItemRow, SearchRow, SnapshotState, VersionRow } from "./item-index.js";
+import {
+  type ItemIndex,
+  type ItemRow,
+  type SearchRow,
+  type SnapshotState,
+  stringList,
+  type VersionRow,
+} from "./item-index.js";
 import { jsonPatch, type PatchOperation } from "./json-patch.js";
 import { deleteSnapshot, snapshotRows } from "./search-snapshot.js";
 
@@ -398,7 +405,7 @@ function itemView(item: SearchRow, headRunId: string | undefined, headAt: string
     type: item.type,
     owner: item.owner,
     folder: item.folderTitle || null,
-    tags: JSON.parse(item.tags) as string[],
+    tags: stringList(item.tags),
     firstRunId: item.firstRunId,
     firstSeenAt: item.firstSeenAt,
     lastRunId: seenByHead ? headRunId : item.lastSeenRunId,

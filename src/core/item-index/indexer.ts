@@ -1,14 +1,14 @@
 import { z } from "zod";
 import type { BackupStore } from "../backup/backup-store.js";
 import type { CacheSpace } from "../backup/cache.js";
-import { batchResultsSchema, type ItemResult } from "../backup/export-item.js";
+import type { ItemResult } from "../backup/export-item.js";
 import { type InventoryChanges, inventoryChangesSchema } from "../backup/inventory.js";
-import { inventoryChangesName, isUnchangedResultName, runResultsPrefix } from "../backup/layout.js";
+import { inventoryChangesName, isUnchangedResultName } from "../backup/layout.js";
 import { runResults } from "../backup/manifest.js";
 import { isCompleteRun } from "../backup/retention.js";
 import type { RunRecord } from "../backup/runs.js";
 import { mapWithConcurrency } from "../concurrency.js";
-import type { IndexHead, ItemIndex, ItemRow, VersionRow } from "./item-index.js";
+import { type IndexHead, type ItemIndex, type ItemRow, stringList, type VersionRow } from "./item-index.js";
 import { deleteDeltas, SnapshotChanges, updateSnapshot } from "./search-snapshot.js";
 
 /** Item rows read at once (writes go in transactions of 100). */
@@ -22,6 +22,8 @@ interface IndexContext {
   index: ItemIndex;
   run: RunRecord;
   head: IndexHead | undefined;
+  /** A complete run of the whole org: what it lacks is gone from the org, and it becomes the head. */
+  wholeOrg: boolean;
   /** The rows that changed, on their way to the search snapshot. */
   changes: SnapshotChanges;
 }
@@ -51,13 +53,13 @@ export async function indexRun(options: {
     index,
     run,
     head,
+    wholeOrg: isCompleteRun(run) && !run.filter,
     changes: new SnapshotChanges(store, run.runId, cache),
   };
   const changes = head ? await readInventoryChanges(store, run.runId) : undefined;
   if (head && changes?.comparedWithRunId === head.lastRunId) await indexNotedChanges(context, changes);
   else await indexByComparison(context);
 
-  const unfiltered = isCompleteRun(run) && !run.filter;
   const snapshot = await updateSnapshot({
     store,
     state: head?.snapshot,
@@ -65,9 +67,10 @@ export async function indexRun(options: {
     changes: context.changes,
     cache,
   });
+  const newHead = context.wholeOrg || !head;
   await index.setHead(run.identityId, {
-    lastRunId: unfiltered || !head ? run.runId : head.lastRunId,
-    lastRunAt: unfiltered || !head ? run.startedAt : head.lastRunAt,
+    lastRunId: newHead ? run.runId : head.lastRunId,
+    lastRunAt: newHead ? run.startedAt : head.lastRunAt,
     snapshot: snapshot.state,
   });
   await deleteDeltas(store, snapshot.obsolete);
@@ -77,17 +80,18 @@ export async function indexRun(options: {
 /** Indexes the results of the run's batches and what its inventory noted against the head's run. */
 async function indexNotedChanges(context: IndexContext, changes: InventoryChanges): Promise<void> {
   const { store, run } = context;
-  await indexResults(context, batchResults(store, run.runId), async () => undefined);
+  const exported = runResults(store, run.runId, (name) => !isUnchangedResultName(run.runId, name));
+  await indexResults(context, exported, () => undefined);
   const listed = new Map(changes.listingChanged.map((change) => [change.itemId, change]));
   await writeKnownRows(context, [...listed.keys()], (known) => {
     const change = listed.get(known.itemId);
     if (!change || !known.present) return undefined;
     const { title, owner } = change;
     const seen = { lastSeenRunId: run.runId, lastSeenAt: run.startedAt };
-    const search = searchText(title, JSON.parse(known.tags) as string[], known.itemId);
+    const search = searchText(title, stringList(known.tags), known.itemId);
     return { ...known, title, owner, folderTitle: change.folderTitle ?? "", search, ...seen };
   });
-  if (isCompleteRun(run) && !run.filter) await markDeleted(context, changes.gone);
+  if (context.wholeOrg) await markDeleted(context, changes.gone);
 }
 
 /** Indexes every result of the run that differs from the head run's (or all, without a head). */
@@ -95,11 +99,11 @@ async function indexByComparison(context: IndexContext): Promise<void> {
   const { store, run, head } = context;
   const before = head ? await fingerprints(store, head.lastRunId) : new Map<string, string>();
   const seen = new Set<string>();
-  await indexResults(context, runResults(store, run.runId), async (result) => {
+  await indexResults(context, runResults(store, run.runId), (result) => {
     seen.add(result.itemId);
     return before.get(result.itemId);
   });
-  if (head && isCompleteRun(run) && !run.filter) {
+  if (head && context.wholeOrg) {
     await markDeleted(
       context,
       [...before.keys()].filter((itemId) => !seen.has(itemId)),
@@ -114,7 +118,7 @@ async function indexByComparison(context: IndexContext): Promise<void> {
 async function indexResults(
   context: IndexContext,
   results: AsyncIterable<ItemResult>,
-  knownFingerprint: (result: ItemResult) => Promise<string | undefined>,
+  knownFingerprint: (result: ItemResult) => string | undefined,
 ): Promise<void> {
   const { store, index, run } = context;
   const identityId = run.identityId;
@@ -137,7 +141,7 @@ async function indexResults(
     batch = [];
   };
   for await (const result of results) {
-    const knownPrint = await knownFingerprint(result);
+    const knownPrint = knownFingerprint(result);
     if (result.status === "failed" || !result.version) continue;
     if (knownPrint === fingerprint(result)) continue;
     batch.push({ result, compareWithRow: knownPrint === undefined && context.head !== undefined });
@@ -182,14 +186,6 @@ async function noteRow(context: IndexContext, row: ItemRow): Promise<void> {
   await context.changes.add(searchRow);
 }
 
-/** The results of the run's batches: the items it exported, not those the inventory found unchanged. */
-async function* batchResults(store: BackupStore, runId: string): AsyncGenerator<ItemResult> {
-  for await (const name of store.list(runResultsPrefix(runId))) {
-    if (isUnchangedResultName(runId, name)) continue;
-    for (const result of (await store.readJson(name, batchResultsSchema)) ?? []) yield result;
-  }
-}
-
 async function readInventoryChanges(
   store: BackupStore,
   runId: string,
@@ -222,10 +218,9 @@ async function indexItem(
   result: ItemResult,
 ): Promise<{ row: ItemRow; version?: VersionRow }> {
   const version = result.version as string;
-  const knownVersions = known ? (JSON.parse(known.versions) as string[]) : [];
+  const knownVersions = known ? stringList(known.versions) : [];
   const isNew = !knownVersions.includes(version);
-  const tags =
-    result.tags ?? (known && !isNew ? (JSON.parse(known.tags) as string[]) : await tagsOf(store, result));
+  const tags = result.tags ?? (known && !isNew ? stringList(known.tags) : await tagsOf(store, result));
   const newest = !known || version >= known.lastVersion;
   const title = newest ? result.title : (known?.title ?? result.title);
   const row: ItemRow = {

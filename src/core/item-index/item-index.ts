@@ -182,7 +182,7 @@ export class ItemIndex {
 
   /** The item's versions, oldest first: point reads of the versions its row lists. */
   async versions(item: ItemRow, identityId: string): Promise<VersionRow[]> {
-    const versions = z.array(z.string()).parse(JSON.parse(item.versions));
+    const versions = stringList(item.versions);
     const rows = await Promise.all(
       versions.map((version) => this.read(versionPartition(identityId), versionRowKey(item.itemId, version))),
     );
@@ -263,6 +263,11 @@ function toVersion(itemId: string, version: string, row: Record<string, unknown>
     attachments: { count: fields.attachments, bytes: fields.attachmentBytes },
     counts: parseJson(z.record(z.string(), z.number()), fields.counts),
   };
+}
+
+/** A row's tags or versions (JSON lists of strings in the table), validated. */
+export function stringList(json: string): string[] {
+  return parseJson(z.array(z.string()), json);
 }
 
 function checked<S extends z.ZodType>(schema: S, row: unknown, what: string): z.infer<S> {
