@@ -196,8 +196,11 @@ class UnchangedWriter {
     this.pending = [];
     if (pending.length === 0 || !this.previous) return;
     const byBlob = new Map<number, UnchangedItem[]>();
-    for (const item of pending)
-      byBlob.set(item.capture.blob, [...(byBlob.get(item.capture.blob) ?? []), item]);
+    for (const item of pending) {
+      const sameBlob = byBlob.get(item.capture.blob);
+      if (sameBlob) sameBlob.push(item);
+      else byBlob.set(item.capture.blob, [item]);
+    }
     let out: ItemResult[] = [];
     for (const [blob, items] of [...byBlob].sort((a, b) => a[0] - b[0])) {
       const name = this.previous.resultBlobs[blob];
