@@ -1,4 +1,4 @@
-import { h, replace } from "./dom.js";
+import { failureBox, h, replace } from "./dom.js";
 
 // The console's calls to the app's API: `api/<path>` relative to the page (/api/console/), which
 // the app answers with the same handlers as /api/<path>. The browser sends the App Service
@@ -70,15 +70,7 @@ export function showError(box: Element, error: unknown, form?: Element, fieldPre
     return;
   }
   const field = error.field ? `${fieldPrefix}${error.field}` : undefined;
-  replace(
-    box,
-    h(
-      "div",
-      { class: "outcome error", role: "alert" },
-      h("strong", {}, error.message),
-      h("div", { class: "muted" }, error.code, field ? ` · field ${field}` : ""),
-    ),
-  );
+  replace(box, failureBox(error.message, error.code, field ? ` · field ${field}` : ""));
   if (!field || !form) return;
   const input = [...form.querySelectorAll<HTMLElement>("[data-field]")].find(
     (element) => element.dataset.field === field || field.startsWith(`${element.dataset.field}.`),

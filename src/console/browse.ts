@@ -21,6 +21,13 @@ interface FoundItem {
 
 const PAGE_SIZE = 50;
 
+/** The search's fields: the page's query names them as the API does. */
+const SEARCH_FIELDS = [
+  ["q", "title, tag or item id"],
+  ["type", "type (e.g. Web Map)"],
+  ["owner", "owner"],
+] as const;
+
 export async function renderBrowse(main: HTMLElement, route: Route): Promise<void> {
   const identityId = route.identityId;
   if (!identityId) return chooseIdentity(main, "browse", "Browse");
@@ -30,24 +37,9 @@ export async function renderBrowse(main: HTMLElement, route: Route): Promise<voi
   const form = h(
     "form",
     { class: "search", role: "search" },
-    h("input", {
-      name: "q",
-      placeholder: "title, tag or item id",
-      value: query.get("q") ?? "",
-      "data-field": "q",
-    }),
-    h("input", {
-      name: "type",
-      placeholder: "type (e.g. Web Map)",
-      value: query.get("type") ?? "",
-      "data-field": "type",
-    }),
-    h("input", {
-      name: "owner",
-      placeholder: "owner",
-      value: query.get("owner") ?? "",
-      "data-field": "owner",
-    }),
+    ...SEARCH_FIELDS.map(([name, placeholder]) =>
+      h("input", { name, placeholder, value: query.get(name) ?? "", "data-field": name }),
+    ),
     h("button", { type: "submit", class: "primary" }, "Search"),
   );
   const tabs = h(
@@ -69,13 +61,12 @@ export async function renderBrowse(main: HTMLElement, route: Route): Promise<voi
   form.addEventListener("submit", (event) => {
     event.preventDefault();
     const next: Record<string, string> = { deleted: show };
-    for (const name of ["q", "type", "owner"])
-      if (inputValue(form, name)) next[name] = inputValue(form, name);
+    for (const [name] of SEARCH_FIELDS) if (inputValue(form, name)) next[name] = inputValue(form, name);
     location.hash = hashOf("browse", [identityId], next);
   });
   replace(main, h("h1", {}, "Browse the backups"), tabs, form, results);
   const params = new URLSearchParams({ top: query.get("top") ?? String(PAGE_SIZE) });
-  for (const name of ["q", "type", "owner"]) if (query.get(name)) params.set(name, query.get(name) ?? "");
+  for (const [name] of SEARCH_FIELDS) if (query.get(name)) params.set(name, query.get(name) ?? "");
   if (show) params.set("deleted", show);
   await loadPage(results, form, identityId, params);
 }
@@ -158,20 +149,8 @@ async function renderHistory(main: HTMLElement, identityId: string, itemId: stri
   const rows = data.versions.map((v, i) => {
     const thumbnail = v.files.find((f) => f.kind === "thumbnail");
     return [
-      h("input", {
-        type: "radio",
-        name: "from",
-        value: v.version,
-        checked: i === data.versions.length - 2,
-        "aria-label": `from ${v.version}`,
-      }),
-      h("input", {
-        type: "radio",
-        name: "to",
-        value: v.version,
-        checked: i === data.versions.length - 1,
-        "aria-label": `to ${v.version}`,
-      }),
+      end("from", v.version, i === data.versions.length - 2),
+      end("to", v.version, i === data.versions.length - 1),
       thumbnail
         ? h("img", {
             class: "thumb",
@@ -225,6 +204,11 @@ interface VersionDiff {
   patches?: { item?: Patch[]; data?: Patch[]; resources?: Record<string, Patch[]> };
 }
 type Patch = { op: string; path: string; value?: unknown };
+
+/** The radio button that picks a version as one end of the comparison. */
+function end(name: "from" | "to", version: string, checked: boolean): HTMLInputElement {
+  return h("input", { type: "radio", name, value: version, checked, "aria-label": `${name} ${version}` });
+}
 
 async function showDiff(target: HTMLElement, base: string, picker: HTMLElement): Promise<void> {
   const checked = (name: string) =>

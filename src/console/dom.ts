@@ -70,6 +70,16 @@ export function badge(text: string, kind = text): HTMLSpanElement {
   return h("span", { class: `badge badge-${kind.replace(/[^a-z-]/g, "")}` }, text);
 }
 
+/** A failure as the page shows it: its message, and below it its code (and what else is known). */
+export function failureBox(message: string, ...details: Child[]): HTMLDivElement {
+  return h(
+    "div",
+    { class: "outcome error", role: "alert" },
+    h("strong", {}, message),
+    h("div", { class: "muted" }, ...details),
+  );
+}
+
 export function progressBar(done: number, total: number): HTMLElement {
   const max = Math.max(total, done, 1);
   return h(

@@ -1,5 +1,5 @@
 import { api, showError } from "./api.js";
-import { badge, field, h, inputValue, link, replace, select, table, time } from "./dom.js";
+import { badge, failureBox, field, h, inputValue, link, replace, select, table, time } from "./dom.js";
 import { hashOf, type Route } from "./route.js";
 
 // "Manage Identities": the list, and one identity's form with Check Azure Credentials and Save and
@@ -24,7 +24,7 @@ export interface IdentityView {
   lastVerification?: { ok: boolean; error?: { code: string; message: string } };
 }
 
-export const RETENTION_FIELDS = [
+const RETENTION_FIELDS = [
   "keepLast",
   "keepDaily",
   "keepWeekly",
@@ -303,15 +303,7 @@ async function checkStorage(form: HTMLElement, outcome: HTMLElement): Promise<vo
         ),
       );
     } else {
-      replace(
-        outcome,
-        h(
-          "div",
-          { class: "outcome error", role: "alert" },
-          h("strong", {}, data.error?.message ?? "The check failed"),
-          h("div", { class: "muted" }, data.error?.code ?? ""),
-        ),
-      );
+      replace(outcome, failureBox(data.error?.message ?? "The check failed", data.error?.code ?? ""));
     }
   } catch (error) {
     showError(outcome, error, form, "storage.");
@@ -392,12 +384,7 @@ async function saveAndVerify(
           { class: "outcome ok", role: "status" },
           `Saved and verified: ${data.portal?.name ?? ""} as ${data.user?.username ?? ""} (${data.user?.role ?? ""})`,
         )
-      : h(
-          "div",
-          { class: "outcome error", role: "alert" },
-          h("strong", {}, `Saved, but verification failed: ${data.error?.message ?? ""}`),
-          h("div", { class: "muted" }, data.error?.code ?? ""),
-        );
+      : failureBox(`Saved, but verification failed: ${data.error?.message ?? ""}`, data.error?.code ?? "");
     replace(
       outcome,
       summary,

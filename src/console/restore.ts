@@ -1,5 +1,5 @@
 import { api, showError } from "./api.js";
-import { badge, h, inputValue, link, progressBar, replace, select, table, time } from "./dom.js";
+import { badge, field, h, inputValue, link, progressBar, replace, select, table, time } from "./dom.js";
 import { type IdentityView, listIdentities, portalHome } from "./identities.js";
 import { chooseIdentity } from "./pick.js";
 import { current, hashOf, pause, type Route } from "./route.js";
@@ -56,18 +56,8 @@ export async function renderRestore(main: HTMLElement, route: Route): Promise<vo
         ...identities.map((i) => h("option", { value: i.id, selected: i.id === identityId }, i.name)),
       ),
     ),
-    h(
-      "label",
-      { class: "field" },
-      h("span", {}, "Owner (optional)"),
-      h("input", { name: "target.owner", "data-field": "target.owner" }),
-    ),
-    h(
-      "label",
-      { class: "field" },
-      h("span", {}, "Folder (optional)"),
-      h("input", { name: "target.folder", "data-field": "target.folder" }),
-    ),
+    field("Owner (optional)", "target.owner"),
+    field("Folder (optional)", "target.folder"),
     select("Mode", "target.mode", ["new", "overwrite"], route.query.get("mode") ?? "new"),
   );
   const outcome = h("div", { class: "outcome-slot" });

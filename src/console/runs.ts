@@ -148,8 +148,7 @@ async function renderRun(main: HTMLElement, route: Route, identityId: string, ru
     if (run.status !== "running" || !(await pause(route, 1000))) break;
   }
   if (run.status === "running") return;
-  append(
-    main,
+  main.append(
     h("h2", {}, "Failures"),
     await failuresOf(run),
     h(
@@ -160,10 +159,6 @@ async function renderRun(main: HTMLElement, route: Route, identityId: string, ru
       link(hashOf("browse", [identityId]), "Browse the backups"),
     ),
   );
-}
-
-function append(parent: HTMLElement, ...children: HTMLElement[]): void {
-  parent.append(...children);
 }
 
 function runSummary(run: RunView): HTMLElement {

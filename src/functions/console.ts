@@ -18,7 +18,7 @@ import { allowedMethods, findEndpoint, httpEndpoint } from "./shared/routes.js";
 // function key) is what admits a person; scripts keep calling /api/… with function keys.
 
 /** Strict: only the app's own scripts, styles, images and API; no inline code; never framed. */
-export const CONSOLE_CSP = [
+const CONSOLE_CSP = [
   "default-src 'self'",
   "script-src 'self'",
   "style-src 'self'",

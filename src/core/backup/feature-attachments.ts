@@ -97,7 +97,7 @@ export async function exportAttachments(input: AttachmentExportInput): Promise<A
     return response.attachmentGroups ?? [];
   };
 
-  const perFeature = async (objectIds: number[]): Promise<AttachmentGroup[]> => {
+  const perFeature = async (objectIds: readonly number[]): Promise<AttachmentGroup[]> => {
     const groups = await mapWithConcurrency(
       objectIds,
       input.concurrency,
@@ -144,20 +144,21 @@ export async function exportAttachments(input: AttachmentExportInput): Promise<A
   };
 
   const groupsFor = async (a: number, b: number, ids?: readonly number[]): Promise<AttachmentGroup[]> => {
+    const eachFeature = async () => perFeature(ids ?? (await idsInRange(a, b)));
     if (useQuery) {
       try {
         return ids ? await queryIds(ids) : await queryRange(a, b);
       } catch (error) {
         if (isSystemicFailure(error) || !(error instanceof PortalError)) throw error;
         // Advertised but refused: fall back to asking each feature.
-        if (!useQuery) return perFeature(ids ? [...ids] : await idsInRange(a, b));
+        if (!useQuery) return eachFeature();
         useQuery = false;
         notes.push(
           `Layer ${label}: queryAttachments failed (${error.message}); attachments were listed per feature`,
         );
       }
     }
-    return perFeature(ids ? [...ids] : await idsInRange(a, b));
+    return eachFeature();
   };
 
   const captureOne = async (record: AttachmentRecord): Promise<AttachmentRecord | undefined> => {

@@ -5,11 +5,13 @@ import { errorMessage } from "../errors.js";
 import { isRetryableFailure, isSystemicFailure } from "../failures.js";
 import type { Logger } from "../log.js";
 import { streamToCache } from "./cache.js";
-import type { ServiceDataContext, ServiceDataExporter, VersionMarker, VersionWriter } from "./export-item.js";
+import type { ServiceDataContext, ServiceDataExporter, VersionWriter } from "./export-item.js";
 import { exportAttachments } from "./feature-attachments.js";
 import { FeatureCountMismatchError, FeaturePagingError } from "./feature-errors.js";
 import {
   advertisesQuery,
+  attributeOf,
+  type FeatureJson,
   hasGeometry,
   holdsFeatures,
   type LayerDefinition,
@@ -62,11 +64,6 @@ export interface FeatureExportOptions {
    * in between (LAYER_FULL_EXPORT_EVERY, default 7; 1: always full).
    */
   fullExportEvery?: number;
-}
-
-interface FeatureJson {
-  attributes?: Record<string, unknown>;
-  geometry?: unknown;
 }
 
 interface FeatureQueryResponse {
@@ -196,7 +193,7 @@ class FeatureDataExporter implements ServiceDataExporter {
     context: ServiceDataContext,
     now: LayerNow,
   ): Promise<{ capture: LayerCapture } | { reason?: string }> {
-    const previous: VersionMarker | undefined = context.previous;
+    const { previous } = context;
     const stored = previous?.layerStorage?.find((l) => l.layerId === layer.id);
     const plan = planLayer(stored, now, this.fullExportEvery);
     if (!previous || plan.action === "full")
@@ -528,18 +525,7 @@ function hasUnsafeIntegers(features: FeatureJson[], fields: string[]): boolean {
 }
 
 function objectIdOf(feature: FeatureJson, field: string): number | undefined {
-  const attributes = feature.attributes;
-  if (!attributes) return undefined;
-  let value = attributes[field];
-  if (value === undefined) {
-    const upper = field.toUpperCase();
-    for (const [key, v] of Object.entries(attributes)) {
-      if (key.toUpperCase() === upper) {
-        value = v;
-        break;
-      }
-    }
-  }
+  const value = attributeOf(feature, field);
   return typeof value === "number" && Number.isFinite(value) ? value : undefined;
 }
 

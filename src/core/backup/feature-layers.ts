@@ -91,6 +91,21 @@ export function objectIdFieldOf(layer: LayerDefinition): string {
   return layer.objectIdField ?? layer.fields?.find((f) => f.type === "esriFieldTypeOID")?.name ?? "OBJECTID";
 }
 
+/** A feature as a query or extractChanges answers it. */
+export interface FeatureJson {
+  attributes?: Record<string, unknown>;
+  geometry?: unknown;
+}
+
+/** A feature's attribute, its field named exactly or else in another case (field names ignore case). */
+export function attributeOf(feature: FeatureJson, field: string): unknown {
+  const attributes = feature.attributes ?? {};
+  if (field in attributes) return attributes[field];
+  const upper = field.toUpperCase();
+  const key = Object.keys(attributes).find((k) => k.toUpperCase() === upper);
+  return key === undefined ? undefined : attributes[key];
+}
+
 export function hasGeometry(layer: LayerDefinition): boolean {
   return typeof layer.geometryType === "string" && layer.geometryType.length > 0 && layer.type !== "Table";
 }
@@ -105,10 +120,15 @@ export function supportsQueryAttachments(layer: LayerDefinition): boolean {
 export function advertisesQuery(layer: LayerDefinition, root: ServiceRoot): boolean {
   const capabilities = layer.capabilities ?? root.capabilities;
   if (capabilities === undefined) return true;
+  return listsCapability(capabilities, "query");
+}
+
+/** Whether a `capabilities` list ("Query,Create,…", as services give it) names `name`, ignoring case. */
+export function listsCapability(capabilities: string, name: string): boolean {
   return capabilities
     .split(",")
     .map((c) => c.trim().toLowerCase())
-    .includes("query");
+    .includes(name.toLowerCase());
 }
 
 /** Layer kinds that hold rows (group layers and the like hold none). */

@@ -68,58 +68,103 @@ async function writeRun(
   options: SortOptions,
 ): Promise<CachedFile> {
   batch.sort(byKeyThenPosition);
+  return linesToCache(batch, (entry) => entry.line, options.directory, options.space);
+}
+
+/** Writes `lineOf` of each entry to a cache file, one a line, turned to text a thousand at a time. */
+export function linesToCache<T>(
+  entries: readonly T[],
+  lineOf: (entry: T) => string,
+  directory: string,
+  space: CacheSpace,
+): Promise<CachedFile> {
   async function* text(): AsyncGenerator<Buffer> {
-    for (let i = 0; i < batch.length; i += 1000) {
+    for (let i = 0; i < entries.length; i += 1000) {
       yield Buffer.from(
-        batch
+        entries
           .slice(i, i + 1000)
-          .map((e) => `${e.line}\n`)
+          .map((entry) => `${lineOf(entry)}\n`)
           .join(""),
       );
     }
   }
-  return streamToCache(Readable.from(text()), options.directory, options.space);
+  return streamToCache(Readable.from(text()), directory, space);
 }
 
 /**
  * Merges sources that are each sorted by `keyOf` into one sorted sequence; of equal keys, the
- * earlier source's line comes first.
+ * earlier source's lines come first.
  */
-export async function* mergeSorted(
+async function* mergeSorted(
   sources: ReadonlyArray<AsyncIterable<string>>,
   keyOf: (line: string) => SortKey,
 ): AsyncGenerator<string> {
+  const keyedSources = sources.map((source) => keyed(source, (line) => ({ key: keyOf(line), value: line })));
+  for await (const group of mergeByKey(keyedSources)) {
+    for (const lines of group.bySource) if (lines) yield* lines;
+  }
+}
+
+export interface Keyed<T> {
+  key: SortKey;
+  value: T;
+}
+
+/** Each line of a source with its key. */
+export async function* keyed<T>(
+  lines: AsyncIterable<string>,
+  parse: (line: string) => Keyed<T>,
+): AsyncGenerator<Keyed<T>> {
+  for await (const line of lines) yield parse(line);
+}
+
+/**
+ * Merges sources sorted by key into groups of one key, each with what every source holds for it
+ * (a source may hold several entries of one key). One entry per source is read ahead.
+ */
+export async function* mergeByKey<T>(
+  sources: ReadonlyArray<AsyncIterable<Keyed<T>>>,
+): AsyncGenerator<{ key: SortKey; bySource: Array<T[] | undefined> }> {
   const iterators = sources.map((s) => s[Symbol.asyncIterator]());
-  const heads: Array<{ line: string; key: SortKey } | undefined> = [];
+  const heads: Array<Keyed<T> | undefined> = [];
   try {
-    for (const iterator of iterators) heads.push(await nextOf(iterator, keyOf));
+    for (const it of iterators) heads.push(await advance(it, undefined));
     for (;;) {
-      let best = -1;
+      let key: SortKey | undefined;
+      for (const head of heads)
+        if (head && (key === undefined || compareKeys(head.key, key) < 0)) key = head.key;
+      if (key === undefined) return;
+      const bySource: Array<T[] | undefined> = [];
       for (let i = 0; i < heads.length; i++) {
-        const head = heads[i];
-        if (!head) continue;
-        const current = best < 0 ? undefined : heads[best];
-        if (!current || compareKeys(head.key, current.key) < 0) best = i;
+        while (heads[i] && compareKeys((heads[i] as Keyed<T>).key, key) === 0) {
+          const entries = bySource[i] ?? [];
+          entries.push((heads[i] as Keyed<T>).value);
+          bySource[i] = entries;
+          heads[i] = await advance(iterators[i] as AsyncIterator<Keyed<T>>, key);
+        }
       }
-      if (best < 0) return;
-      yield (heads[best] as { line: string }).line;
-      heads[best] = await nextOf(iterators[best] as AsyncIterator<string>, keyOf);
+      yield { key, bySource };
     }
   } finally {
     await Promise.all(iterators.map((it) => it.return?.(undefined)));
   }
 }
 
-async function nextOf(
-  iterator: AsyncIterator<string>,
-  keyOf: (line: string) => SortKey,
-): Promise<{ line: string; key: SortKey } | undefined> {
+/** The next entry; a source that goes backwards is a damaged file, never silently merged. */
+async function advance<T>(
+  iterator: AsyncIterator<Keyed<T>>,
+  after: SortKey | undefined,
+): Promise<Keyed<T> | undefined> {
   const next = await iterator.next();
-  return next.done ? undefined : { line: next.value, key: keyOf(next.value) };
+  if (next.done) return undefined;
+  if (after !== undefined && compareKeys(next.value.key, after) < 0) {
+    throw new Error(`A stored layer file is out of order: ${String(next.value.key)} after ${String(after)}`);
+  }
+  return next.value;
 }
 
 /** The lines of a local file (UTF-8 safe across chunks), empty lines skipped. */
-export async function* fileLines(path: string): AsyncGenerator<string> {
+async function* fileLines(path: string): AsyncGenerator<string> {
   yield* splitLines(createReadStream(path) as AsyncIterable<Buffer>);
 }
 

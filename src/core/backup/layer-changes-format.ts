@@ -55,16 +55,17 @@ export type ChangeLine = z.infer<typeof changeLineSchema>;
 
 export const CHANGE_FILE_KIND = "feature-changes";
 
-function changeSetName(changeSet: number): string {
-  return String(changeSet).padStart(4, "0");
+/** `feature-changes/<layerId>/<n>`, n zero-padded: the two files of a change set add their endings. */
+function changeSetStem(layerId: number, changeSet: number): string {
+  return `feature-changes/${safeName(String(layerId))}/${String(changeSet).padStart(4, "0")}`;
 }
 
 export function changeRowsPath(layerId: number, changeSet: number): string {
-  return `feature-changes/${safeName(String(layerId))}/${changeSetName(changeSet)}.ndjson`;
+  return `${changeSetStem(layerId, changeSet)}.ndjson`;
 }
 
 export function changeAttachmentsPath(layerId: number, changeSet: number): string {
-  return `feature-changes/${safeName(String(layerId))}/${changeSetName(changeSet)}.attachments.ndjson`;
+  return `${changeSetStem(layerId, changeSet)}.attachments.ndjson`;
 }
 
 /** The parts of a layer definition that decide whether stored rows still fit it. */

@@ -1,12 +1,19 @@
-import { Readable } from "node:stream";
 import type { PortalClient } from "../arcgis/portal-client.js";
 import { PortalError } from "../arcgis/portal-errors.js";
 import { errorMessage } from "../errors.js";
 import { isSystemicFailure } from "../failures.js";
-import { streamToCache } from "./cache.js";
 import type { ExportedFile, VersionMarker, VersionWriter } from "./export-item.js";
 import { exportAttachments } from "./feature-attachments.js";
-import { type LayerDefinition, layerLabel, objectIdFieldOf, type ServiceRoot } from "./feature-layers.js";
+import {
+  attributeOf,
+  type FeatureJson,
+  type LayerDefinition,
+  layerLabel,
+  listsCapability,
+  objectIdFieldOf,
+  type ServiceRoot,
+} from "./feature-layers.js";
+import { linesToCache } from "./feature-sort.js";
 import {
   CHANGE_FILE_KIND,
   type ChangeLine,
@@ -22,7 +29,7 @@ import { attachmentsIndexPath, featuresPath } from "./layout.js";
  * Rows changed since the previous version above which a change set is not worth it (a full export
  * is then taken): a change set is read as one extractChanges answer, so this also bounds memory.
  */
-export const MAX_CHANGED_ROWS = 50_000;
+const MAX_CHANGED_ROWS = 50_000;
 /** GlobalIDs looked up per query when an attachment change names only its parent's GlobalID. */
 const GLOBAL_IDS_PER_QUERY = 50;
 
@@ -50,9 +57,8 @@ export function layerNow(root: ServiceRoot, layer: LayerDefinition): LayerNow {
  * layer that has them), and the layer in `changeTrackingInfo.layerServerGens`.
  */
 function trackingOf(root: ServiceRoot, layer: LayerDefinition): LayerNow["tracking"] {
-  const capabilities = (root.capabilities ?? "").split(",").map((c) => c.trim().toLowerCase());
   const can = root.extractChangesCapabilities;
-  if (!capabilities.includes("changetracking") || !can) return undefined;
+  if (!listsCapability(root.capabilities ?? "", "ChangeTracking") || !can) return undefined;
   if (
     can.supportsReturnFeature === false ||
     (layer.hasAttachments && can.supportsReturnAttachments !== true)
@@ -72,7 +78,7 @@ function ofLayer(file: ExportedFile, layerId: number): boolean {
 }
 
 /** The files of a layer's rows in a version: its full export, index, change sets and attachments. */
-export function layerFilesIn(files: readonly ExportedFile[], layerId: number): ExportedFile[] {
+function layerFilesIn(files: readonly ExportedFile[], layerId: number): ExportedFile[] {
   return files.filter(
     (f) =>
       f.path === featuresPath(layerId) ||
@@ -111,11 +117,6 @@ interface ExtractedEdits {
   deleteIds: Array<number | string>;
   attachmentAdds: AttachmentChange[];
   attachmentDeletes: Array<number | string>;
-}
-
-interface FeatureJson {
-  attributes?: Record<string, unknown>;
-  geometry?: unknown;
 }
 
 interface AttachmentChange {
@@ -174,8 +175,10 @@ export async function captureChangeSet(input: ChangeSetInput): Promise<LayerCapt
     if (typeof id !== "number") return { fallback: "deletes came as GlobalIDs" };
     lines.set(id, { oid: id, op: "delete" });
   }
+  const previousFiles = layerFilesIn(previous.files, layer.id);
+  const previousAttachments = previousFiles.filter((file) => file.kind === "attachment");
   const covered = layer.hasAttachments
-    ? await attachmentParents(input, extracted, globalIds)
+    ? await attachmentParents(input, extracted, globalIds, previousAttachments)
     : new Set<number>();
   if (typeof covered === "string") return { fallback: covered };
   for (const feature of extracted.adds) covered.add(attributeOf(feature, objectIdField) as number);
@@ -185,9 +188,8 @@ export async function captureChangeSet(input: ChangeSetInput): Promise<LayerCapt
     else lines.set(oid, { oid, op: "attachments", attachments: true });
   }
   const changeSet = previousStorage.changeSets + 1;
-  for (const file of layerFilesIn(previous.files, layer.id)) {
-    const parent = Number(file.detail?.objectId);
-    if (file.kind === "attachment" && covered.has(parent)) continue;
+  for (const file of previousFiles) {
+    if (file.kind === "attachment" && covered.has(Number(file.detail?.objectId))) continue;
     input.writer.reference(file);
   }
   await writeChangeRows(
@@ -196,7 +198,7 @@ export async function captureChangeSet(input: ChangeSetInput): Promise<LayerCapt
     changeSet,
     extracted.serverGen,
   );
-  const counts = await changeSetCounts(input, covered, changeSet, lines);
+  const counts = await changeSetCounts(input, covered, changeSet, lines, previousAttachments);
   return {
     counts: counts.values,
     notes: counts.notes,
@@ -264,6 +266,7 @@ async function attachmentParents(
   input: ChangeSetInput,
   extracted: ExtractedEdits,
   globalIds: Map<string, number>,
+  previousAttachments: readonly ExportedFile[],
 ): Promise<Set<number> | string> {
   const parents = new Set<number>();
   const unknown = new Set<string>();
@@ -281,8 +284,7 @@ async function attachmentParents(
   }
   // A parent not found is gone since: its delete is in this change set, or it comes in the next.
   const previousParents = new Map<number, number>();
-  for (const file of input.previous.files) {
-    if (file.kind !== "attachment" || !ofLayer(file, input.layer.id)) continue;
+  for (const file of previousAttachments) {
     previousParents.set(Number(file.detail?.attachmentId), Number(file.detail?.objectId));
   }
   for (const id of extracted.attachmentDeletes) {
@@ -325,19 +327,9 @@ async function writeChangeRows(
   changeSet: number,
   serverGen: number,
 ): Promise<void> {
-  async function* text(): AsyncGenerator<Buffer> {
-    for (let i = 0; i < lines.length; i += 500) {
-      yield Buffer.from(
-        lines
-          .slice(i, i + 500)
-          .map((line) => `${JSON.stringify(line)}\n`)
-          .join(""),
-      );
-    }
-  }
   await input.writer.captureFile(
     changeRowsPath(input.layer.id, changeSet),
-    (directory, space) => streamToCache(Readable.from(text()), directory, space),
+    (directory, space) => linesToCache(lines, (line) => JSON.stringify(line), directory, space),
     CHANGE_FILE_KIND,
     {
       contentType: "application/x-ndjson",
@@ -355,6 +347,7 @@ async function changeSetCounts(
   covered: Set<number>,
   changeSet: number,
   lines: Map<number, ChangeLine>,
+  previousAttachments: readonly ExportedFile[],
 ): Promise<{ values: Record<string, number>; notes: string[] }> {
   const { layer, previous } = input;
   const values: Record<string, number> = {};
@@ -367,9 +360,8 @@ async function changeSetCounts(
   if (!layer.hasAttachments) return { values, notes };
   let count = previous.counts?.[`attachments:${layer.id}`] ?? 0;
   let bytes = previous.counts?.[`attachmentBytes:${layer.id}`] ?? 0;
-  for (const file of previous.files) {
-    if (file.kind !== "attachment" || !ofLayer(file, layer.id) || !covered.has(Number(file.detail?.objectId)))
-      continue;
+  for (const file of previousAttachments) {
+    if (!covered.has(Number(file.detail?.objectId))) continue;
     count--;
     bytes -= file.size;
   }
@@ -398,14 +390,6 @@ async function changeSetCounts(
   values[`attachments:${layer.id}`] = count;
   values[`attachmentBytes:${layer.id}`] = bytes;
   return { values, notes };
-}
-
-function attributeOf(feature: FeatureJson, field: string): unknown {
-  const attributes = feature.attributes ?? {};
-  if (field in attributes) return attributes[field];
-  const upper = field.toUpperCase();
-  const key = Object.keys(attributes).find((k) => k.toUpperCase() === upper);
-  return key === undefined ? undefined : attributes[key];
 }
 
 export function normalGuid(value: unknown): string {

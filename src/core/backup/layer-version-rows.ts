@@ -1,8 +1,12 @@
 import type { ExportedFile } from "./export-item.js";
 import type { AttachmentRecord } from "./feature-attachments.js";
-import { compareKeys, type SortKey } from "./feature-sort.js";
+import { attributeOf, type FeatureJson } from "./feature-layers.js";
+import { type Keyed, keyed, mergeByKey } from "./feature-sort.js";
 import { CHANGE_FILE_KIND, type ChangeLine, changeLineSchema } from "./layer-changes-format.js";
 import { attachmentsIndexPath, featuresPath } from "./layout.js";
+
+/** The merge these rows are built with, for the restore's merges of stored and current rows. */
+export { mergeByKey };
 
 /** Reads a stored file's lines (the restore's BackupFiles checks each against the manifest). */
 export interface LineSource {
@@ -67,8 +71,7 @@ export async function* layerRows(
   ];
   for await (const group of mergeByKey(sources)) {
     for (let i = sources.length - 1; i >= 0; i--) {
-      const entries = group.bySource[i] ?? [];
-      const decisive = [...entries].reverse().find((e) => typeof e === "string" || e.op !== "attachments");
+      const decisive = group.bySource[i]?.findLast((e) => typeof e === "string" || e.op !== "attachments");
       if (decisive === undefined) continue;
       if (typeof decisive === "string") yield decisive;
       else if (decisive.op === "upsert") yield JSON.stringify(decisive.feature ?? {});
@@ -108,18 +111,6 @@ export async function* layerAttachments(
   }
 }
 
-interface Keyed<T> {
-  key: SortKey;
-  value: T;
-}
-
-async function* keyed<T>(
-  lines: AsyncIterable<string>,
-  parse: (line: string) => Keyed<T>,
-): AsyncGenerator<Keyed<T>> {
-  for await (const line of lines) yield parse(line);
-}
-
 async function* empty<T>(): AsyncGenerator<T> {}
 
 function parseChange(line: string): Keyed<ChangeLine> {
@@ -133,65 +124,17 @@ function parseAttachment(line: string): Keyed<AttachmentRecord> {
 }
 
 /**
- * Merges sources sorted by key into groups of one key, each with what every source holds for it
- * (a source may hold several entries of one key). One entry per source is read ahead.
- */
-export async function* mergeByKey<T>(
-  sources: ReadonlyArray<AsyncIterable<Keyed<T>>>,
-): AsyncGenerator<{ key: SortKey; bySource: Array<T[] | undefined> }> {
-  const iterators = sources.map((s) => s[Symbol.asyncIterator]());
-  const heads: Array<Keyed<T> | undefined> = [];
-  try {
-    for (const it of iterators) heads.push(await advance(it, undefined));
-    for (;;) {
-      let key: SortKey | undefined;
-      for (const head of heads)
-        if (head && (key === undefined || compareKeys(head.key, key) < 0)) key = head.key;
-      if (key === undefined) return;
-      const bySource: Array<T[] | undefined> = [];
-      for (let i = 0; i < heads.length; i++) {
-        while (heads[i] && compareKeys((heads[i] as Keyed<T>).key, key) === 0) {
-          const entries = bySource[i] ?? [];
-          entries.push((heads[i] as Keyed<T>).value);
-          bySource[i] = entries;
-          heads[i] = await advance(iterators[i] as AsyncIterator<Keyed<T>>, key);
-        }
-      }
-      yield { key, bySource };
-    }
-  } finally {
-    await Promise.all(iterators.map((it) => it.return?.(undefined)));
-  }
-}
-
-/** The next entry; a source that goes backwards is a damaged file, never silently merged. */
-async function advance<T>(
-  iterator: AsyncIterator<Keyed<T>>,
-  after: SortKey | undefined,
-): Promise<Keyed<T> | undefined> {
-  const next = await iterator.next();
-  if (next.done) return undefined;
-  if (after !== undefined && compareKeys(next.value.key, after) < 0) {
-    throw new Error(`A stored layer file is out of order: ${String(next.value.key)} after ${String(after)}`);
-  }
-  return next.value;
-}
-
-/**
  * The object id of a feature line: read from its text where it is a plain integer (the usual
  * case: no parse of the whole line), else from the parsed feature.
  */
-export function objectIdOfLine(line: string, field: string): number {
+function objectIdOfLine(line: string, field: string): number {
   const marker = `"${field}":`;
   const at = line.indexOf(marker);
   if (at >= 0) {
     const match = /^-?\d{1,16}(?=[,}])/.exec(line.slice(at + marker.length, at + marker.length + 20));
     if (match) return Number(match[0]);
   }
-  const attributes = (JSON.parse(line) as { attributes?: Record<string, unknown> }).attributes ?? {};
-  const upper = field.toUpperCase();
-  const key = Object.keys(attributes).find((k) => k.toUpperCase() === upper);
-  const value = key === undefined ? undefined : attributes[key];
+  const value = attributeOf(JSON.parse(line) as FeatureJson, field);
   if (typeof value !== "number") throw new Error(`A stored feature has no object id (${field})`);
   return value;
 }

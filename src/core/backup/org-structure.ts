@@ -232,7 +232,7 @@ function isRefusal(error: unknown): boolean {
   return error instanceof PortalError && classifyFailure(error) === "permanent";
 }
 
-export function countCategories(trees: CategoryNode[]): number {
+function countCategories(trees: CategoryNode[]): number {
   return trees.reduce((n, node) => n + 1 + countCategories(node.categories ?? []), 0);
 }
 

@@ -16,7 +16,7 @@ import { SETTINGS } from "../config.js";
  *   for reading.
  */
 
-export const CONSOLE_ROLE_SETTING = "CONSOLE_ALLOWED_ROLE";
+const CONSOLE_ROLE_SETTING = "CONSOLE_ALLOWED_ROLE";
 
 /** Where EasyAuth starts an Entra ID sign-in. */
 export const SIGN_IN_PATH = "/.auth/login/aad";

@@ -37,7 +37,7 @@ export function appRoot(start = import.meta.dirname): string {
   return dir;
 }
 
-export function consoleScriptsDir(root = appRoot()): string {
+function consoleScriptsDir(root = appRoot()): string {
   return path.join(root, "dist", "console");
 }
 

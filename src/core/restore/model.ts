@@ -3,6 +3,7 @@ import { newRunId } from "../backup/layout.js";
 import { itemFailureSchema } from "../backup/manifest.js";
 import { schemaVersion } from "../stored-document.js";
 import {
+  SCOPE_PARTS,
   scopeSchema,
   structureOutcomeSchema,
   USERS_MODES,
@@ -82,7 +83,6 @@ export const RESTORE_STATUSES = ["running", "completed", "completed-with-failure
 export type RestoreStatus = (typeof RESTORE_STATUSES)[number];
 
 const count = z.number().int().nonnegative();
-const SCOPE_PARTS = ["items", "groups", "roles", "categories"] as const;
 
 /** One restore, as its table row holds it (partition: the identity whose backup is restored). */
 export const restoreRecordSchema = z.object({

@@ -10,7 +10,7 @@ import { levelsOf } from "./graph.js";
 import { notRestorableNotes } from "./item-types.js";
 import type { PlanItem, PlanKind, PlanReferences, RestoreMode, RestorePlan, RowMode } from "./model.js";
 import { idTokens, normalizeServiceUrl, serviceNameOf, serviceRootOf, urlsIn } from "./references.js";
-import { mapUsername } from "./structure-model.js";
+import { mapUsername, matchGroup } from "./structure-model.js";
 import { canPublish, PRIVILEGES, type TargetSelf, type TargetUser } from "./target.js";
 
 /** Other items of one batch activity (hosted services go alone). */
@@ -204,13 +204,8 @@ export async function buildPlan(input: PlanInput): Promise<RestorePlan> {
 
   // Groups of the backed-up org → the target's, as items are shared: the same group (same org),
   // else one of the same title (created by the structure step, or there before).
-  const targetGroupOf = (groupId: string) => {
-    const sourceGroup = input.sourceGroups.get(groupId);
-    return (
-      (target.sameOrg ? target.groups.byId.get(groupId) : undefined) ??
-      (sourceGroup ? target.groups.byTitle.get(sourceGroup.title.toLowerCase()) : undefined)
-    );
-  };
+  const targetGroupOf = (groupId: string) =>
+    matchGroup(target.groups, target.sameOrg, { id: groupId, title: input.sourceGroups.get(groupId)?.title });
   const groupIds = new Map<string, string | null>();
   for (const groupId of input.sourceGroups.keys()) {
     groupIds.set(groupId.toLowerCase(), targetGroupOf(groupId)?.id ?? null);

@@ -10,7 +10,7 @@ import { mapWithConcurrency } from "../concurrency.js";
 import { AppError } from "../errors.js";
 import type { BackupFiles } from "./backup-files.js";
 import { writeOnce } from "./context.js";
-import type { TargetLayer } from "./row-restore.js";
+import { globalIdsWhere, type TargetLayer } from "./row-restore.js";
 
 /** What an attachment is compared by: its parent's GlobalID and its own (else name and size). */
 interface AttachmentFacts {
@@ -107,11 +107,41 @@ async function addOne(input: AttachmentDiffInput, record: AttachmentFacts, paren
   }
   const bytes = await input.files.read(file);
   const url = `${input.target.url}/${parent}`;
-  type Added = { addAttachmentResult?: { success?: boolean; error?: { description?: string } } };
+  const result = await addAttachment(input.portal, url, record, bytes, async () => {
+    // The answer was lost: the row's attachments say whether this one went in.
+    const there = await input.portal.json<{ attachmentInfos?: AttachmentFacts[] }>(
+      `${url}/attachments`,
+      {},
+      { method: "GET" },
+    );
+    return (there.attachmentInfos ?? []).some((a) => attachmentKey(a) === attachmentKey(record));
+  });
+  if (result?.success === false) {
+    throw new AppError(
+      `Attachment ${record.name} was refused (${result.error?.description ?? "no reason"})`,
+      { code: "ERR_ATTACHMENT_NOT_ADDED", status: 502 },
+    );
+  }
+}
+
+type AddAttachmentResult = { success?: boolean; error?: { description?: string } };
+
+/**
+ * One attachment added to a row (`rowUrl`: the layer's URL and the row's object id), with its own
+ * GlobalID when it has one. Not repeated blindly: a lost answer is settled by `wentIn`.
+ */
+export async function addAttachment(
+  portal: PortalClient,
+  rowUrl: string,
+  record: Pick<AttachmentFacts, "name" | "contentType" | "globalId" | "keywords">,
+  bytes: Buffer,
+  wentIn: () => Promise<boolean>,
+): Promise<AddAttachmentResult | undefined> {
+  type Added = { addAttachmentResult?: AddAttachmentResult };
   const response = await writeOnce<Added>(
     (options) =>
-      input.portal.json<Added>(
-        `${url}/addAttachment`,
+      portal.json<Added>(
+        `${rowUrl}/addAttachment`,
         {
           attachment: new File([bytes], record.name, { type: record.contentType }),
           ...(record.globalId ? { globalId: record.globalId, useGlobalIds: true } : {}),
@@ -119,26 +149,13 @@ async function addOne(input: AttachmentDiffInput, record: AttachmentFacts, paren
         },
         options,
       ),
-    async () => {
-      // The answer was lost: the row's attachments say whether this one went in.
-      const there = await input.portal.json<{ attachmentInfos?: AttachmentFacts[] }>(
-        `${url}/attachments`,
-        {},
-        { method: "GET" },
-      );
-      const found = (there.attachmentInfos ?? []).some((a) => keyOf(a) === keyOf(record));
-      return found ? { addAttachmentResult: { success: true } } : undefined;
-    },
+    async () => ((await wentIn()) ? { addAttachmentResult: { success: true } } : undefined),
   );
-  if (response.addAttachmentResult?.success === false) {
-    throw new AppError(
-      `Attachment ${record.name} was refused (${response.addAttachmentResult.error?.description ?? "no reason"})`,
-      { code: "ERR_ATTACHMENT_NOT_ADDED", status: 502 },
-    );
-  }
+  return response.addAttachmentResult;
 }
 
-function keyOf(a: { globalId?: string | null; name: string; size: number }): string {
+/** What tells two attachments of a row apart: their GlobalID, else name and size. */
+export function attachmentKey(a: { globalId?: string | null; name: string; size: number }): string {
   return a.globalId ? `g:${normalGuid(a.globalId)}` : `n:${a.name}\n${a.size}`;
 }
 
@@ -151,7 +168,7 @@ async function* sortedByKey(
   records: AsyncIterable<AttachmentFacts>,
   cache: { directory: string; space: CacheSpace },
 ): AsyncGenerator<{ key: string; value: AttachmentFacts }> {
-  const sortKey = (a: AttachmentFacts) => `${normalGuid(a.parentGlobalId)}|${keyOf(a)}`;
+  const sortKey = (a: AttachmentFacts) => `${normalGuid(a.parentGlobalId)}|${attachmentKey(a)}`;
   async function* lines(): AsyncGenerator<string> {
     for await (const record of records) yield JSON.stringify(record);
   }
@@ -209,7 +226,7 @@ async function parentsByGlobalId(
   const response = await portal.json<{ features?: Array<{ attributes?: Record<string, unknown> }> }>(
     `${target.url}/query`,
     {
-      where: `${target.globalIdField} IN (${wanted.map((g) => `'{${g.toUpperCase()}}'`).join(",")})`,
+      where: globalIdsWhere(target.globalIdField, wanted),
       outFields: `${target.objectIdField},${target.globalIdField}`,
       returnGeometry: false,
     },

@@ -9,6 +9,7 @@ import { normalGuid } from "../backup/layer-changes.js";
 import { type LayerFiles, type LineSource, layerRows, mergeByKey } from "../backup/layer-version-rows.js";
 import { AppError } from "../errors.js";
 import { writeOnce } from "./context.js";
+import type { EditedRow } from "./model.js";
 
 /**
  * Row-level restore of a hosted layer in place: the difference between the layer's rows now and
@@ -47,7 +48,7 @@ export interface RowDiffInput {
   dryRun: boolean;
 }
 
-export type RowChange = "added-since" | "edited-since" | "deleted-since";
+export type RowChange = EditedRow["change"];
 
 /** What the difference was (and, unless a dry run, what was applied). */
 export interface RowDiff {
@@ -66,7 +67,7 @@ export const EDITED_SINCE_LISTED = 25;
 
 const STAMPED_DEFAULT = ["created_user", "created_date", "last_edited_user", "last_edited_date"];
 
-export function stampedFieldsOf(definition: { editFieldsInfo?: Record<string, unknown> | null }): string[] {
+function stampedFieldsOf(definition: { editFieldsInfo?: Record<string, unknown> | null }): string[] {
   const info = definition.editFieldsInfo;
   if (!info) return STAMPED_DEFAULT;
   return Object.values(info).filter((v): v is string => typeof v === "string");
@@ -180,6 +181,16 @@ async function* sortedByGlobalId(
   }
 }
 
+/** A normalised GlobalID as the service writes it: `{UPPERCASE}`. */
+function bracedGuid(globalId: string): string {
+  return `{${globalId.toUpperCase()}}`;
+}
+
+/** Rows whose GlobalID is one of these (normalised) ones. */
+export function globalIdsWhere(field: string, globalIds: readonly string[]): string {
+  return `${field} IN (${globalIds.map((g) => `'${bracedGuid(g)}'`).join(",")})`;
+}
+
 function globalIdKey(feature: FeatureJson, field: string): string {
   const attributes = feature.attributes ?? {};
   const upper = field.toUpperCase();
@@ -195,7 +206,7 @@ function globalIdKey(feature: FeatureJson, field: string): string {
 }
 
 /** Every row of the target layer now, page by page in object id order. */
-export async function* currentRows(portal: PortalClient, target: TargetLayer): AsyncGenerator<FeatureJson> {
+async function* currentRows(portal: PortalClient, target: TargetLayer): AsyncGenerator<FeatureJson> {
   const url = `${target.url}/query`;
   const source: IdSource = {
     objectIdField: target.objectIdField,
@@ -243,7 +254,7 @@ class EditBatch {
     if (change === "deleted-since" && was) this.adds.push(this.outgoing(was));
     else if (change === "edited-since" && was) this.updates.push(this.outgoing(was));
     else if (change === "added-since" && now) {
-      this.deletes.push(`{${globalIdKey(now, this.input.target.globalIdField).toUpperCase()}}`);
+      this.deletes.push(bracedGuid(globalIdKey(now, this.input.target.globalIdField)));
     }
     if (this.adds.length + this.updates.length + this.deletes.length >= this.input.batchSize)
       await this.flush();
@@ -350,7 +361,7 @@ async function countGlobalIds(
   globalIds: string[],
 ): Promise<number> {
   const response = await portal.json<{ count?: number }>(`${target.url}/query`, {
-    where: `${target.globalIdField} IN (${globalIds.map((g) => `'{${g.toUpperCase()}}'`).join(",")})`,
+    where: globalIdsWhere(target.globalIdField, globalIds),
     returnCountOnly: true,
   });
   return response.count ?? 0;

@@ -1,6 +1,7 @@
 import type { PortalClient } from "../arcgis/portal-client.js";
 import { PortalError, PortalTransientError } from "../arcgis/portal-errors.js";
 import type { AttachmentRecord } from "../backup/feature-attachments.js";
+import { normalGuid } from "../backup/layer-changes.js";
 import { type LayerFiles, layerAttachments, layerRows, layersOf } from "../backup/layer-version-rows.js";
 import { layerDefinitionPath, VERSION_FILES } from "../backup/layout.js";
 import type { PortalItem } from "../backup/portal-types.js";
@@ -10,8 +11,8 @@ import { isSystemicFailure } from "../failures.js";
 import { type ItemJob, note, remapTableFor, writeOnce } from "./context.js";
 import { itemFields, sideFiles } from "./item-fields.js";
 import { remapText, serviceNameOf } from "./references.js";
-import { restoreAttachmentsInPlace } from "./row-attachments.js";
-import { EDITED_SINCE_LISTED, restoreRowsInPlace, targetLayerOf } from "./row-restore.js";
+import { addAttachment, attachmentKey, restoreAttachmentsInPlace } from "./row-attachments.js";
+import { attachmentFilesOf, EDITED_SINCE_LISTED, restoreRowsInPlace, targetLayerOf } from "./row-restore.js";
 import { findServiceItem } from "./target.js";
 
 interface LayerJson {
@@ -435,15 +436,7 @@ async function restoreFeatures(job: ItemJob): Promise<void> {
         },
       );
     }
-    const expected = expectedRows(job.manifest, layerId, index);
-    const actual = await countRows(ctx.portal, layerUrl);
-    row.counts = { ...(row.counts ?? {}), [`features:${layerId}`]: actual };
-    if (actual !== expected || index !== expected) {
-      throw new AppError(
-        `Layer ${layerId}: the backup counts ${expected} features, ${index} were read and the target holds ${actual}`,
-        { code: "ERR_FEATURE_COUNT_MISMATCH", status: 502 },
-      );
-    }
+    await checkRowCount(job, layerId, layerUrl, index);
     steps[key] = "done";
     await job.save();
   }
@@ -509,7 +502,7 @@ async function restoreLayerInPlace(
       files: ctx.files,
       layer,
       target,
-      attachmentFiles: new Map(job.filesOfKind("attachment").map((f) => [f.path, f])),
+      attachmentFiles: attachmentFilesOf(job.manifest.files),
       cache: ctx.cache,
       concurrency: ctx.limits.attachmentsInParallel,
       dryRun: false,
@@ -559,12 +552,6 @@ async function checkRowCount(job: ItemJob, layerId: number, layerUrl: string, re
   }
 }
 
-function normalGuid(value: unknown): string {
-  return String(value ?? "")
-    .replace(/[{}]/g, "")
-    .toLowerCase();
-}
-
 /**
  * Attachments, layer by layer, from the backup's index: each file checked against the manifest,
  * added to the feature that has its parent's GlobalID (kept by the feature restore), with its own
@@ -573,7 +560,7 @@ function normalGuid(value: unknown): string {
  */
 async function restoreAttachments(job: ItemJob): Promise<void> {
   const { ctx, row } = job;
-  const byPath = new Map(job.filesOfKind("attachment").map((f) => [f.path, f]));
+  const byPath = attachmentFilesOf(job.manifest.files);
   for (const layer of layersOf(job.manifest.files)) {
     if (!layer.attachmentsIndex) continue;
     const layerId = layer.layerId;
@@ -619,27 +606,14 @@ async function restoreAttachments(job: ItemJob): Promise<void> {
           });
         }
         const bytes = await ctx.files.read(file);
-        const response = await writeOnce<{ addAttachmentResult?: EditResult }>(
-          (options) =>
-            ctx.portal.json<{ addAttachmentResult?: EditResult }>(
-              `${layerUrl}/${parent}/addAttachment`,
-              {
-                attachment: new File([bytes], record.name, { type: record.contentType }),
-                ...(record.globalId ? { globalId: record.globalId, useGlobalIds: true } : {}),
-                ...(record.keywords ? { keywords: record.keywords } : {}),
-              },
-              options,
-            ),
-          async () => {
-            // The answer was lost: the feature's attachments say whether this one went in.
-            const there = await existingAttachments(ctx.portal, layerUrl, [record], parents);
-            const key = `${parent}\n${attachmentKey(record)}`;
-            return there.has(key) ? { addAttachmentResult: { success: true } } : undefined;
-          },
-        );
-        if (response.addAttachmentResult?.success === false) {
+        const result = await addAttachment(ctx.portal, `${layerUrl}/${parent}`, record, bytes, async () => {
+          // The answer was lost: the feature's attachments say whether this one went in.
+          const there = await existingAttachments(ctx.portal, layerUrl, [record], parents);
+          return there.has(`${parent}\n${attachmentKey(record)}`);
+        });
+        if (result?.success === false) {
           throw new AppError(
-            `Layer ${layerId}: attachment ${record.name} was refused (${response.addAttachmentResult.error?.description ?? "no reason"})`,
+            `Layer ${layerId}: attachment ${record.name} was refused (${result.error?.description ?? "no reason"})`,
             { code: "ERR_ATTACHMENT_NOT_ADDED", status: 502 },
           );
         }
@@ -671,10 +645,6 @@ async function restoreAttachments(job: ItemJob): Promise<void> {
     done.push(key);
     await job.save();
   }
-}
-
-function attachmentKey(record: { globalId?: string | null; name: string; size: number }): string {
-  return record.globalId ? `g:${normalGuid(record.globalId)}` : `n:${record.name}\n${record.size}`;
 }
 
 /** New object ids of the parents of these attachments, by their (kept) GlobalIDs. */

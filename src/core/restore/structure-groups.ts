@@ -4,7 +4,13 @@ import type { BackupStore } from "../backup/backup-store.js";
 import { type GroupRecord, membershipsOf } from "../backup/org-structure.js";
 import type { PortalGroup } from "../backup/portal-types.js";
 import { writeOnce } from "./context.js";
-import { type GroupOutcome, type MissingUser, mapUsername, recordFailure } from "./structure-model.js";
+import {
+  type GroupOutcome,
+  type MissingUser,
+  mapUsername,
+  matchGroup,
+  recordFailure,
+} from "./structure-model.js";
 import { readTargetGroups, type TargetSelf, type TargetUser } from "./target.js";
 
 const GROUP_ACCESS = new Set(["private", "org", "public"]);
@@ -39,9 +45,7 @@ export async function restoreGroups(
 }
 
 async function restoreGroup(input: GroupsInput, group: GroupRecord): Promise<GroupOutcome> {
-  const match =
-    (input.sameOrg ? input.targetGroups.byId.get(group.id) : undefined) ??
-    input.targetGroups.byTitle.get(group.title.toLowerCase());
+  const match = matchGroup(input.targetGroups, input.sameOrg, group);
   const outcome: GroupOutcome = {
     sourceId: group.id,
     title: group.title,

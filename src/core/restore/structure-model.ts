@@ -9,9 +9,11 @@ import { isSystemicFailure } from "../failures.js";
  * into the groups it created) and copied into the report.
  */
 
-export const RESTORE_SCOPES = ["items", "groups", "roles", "categories", "all"] as const;
+/** What a scope can name besides `"all"`. */
+export const SCOPE_PARTS = ["items", "groups", "roles", "categories"] as const;
+export type ScopePart = (typeof SCOPE_PARTS)[number];
+export const RESTORE_SCOPES = [...SCOPE_PARTS, "all"] as const;
 export type RestoreScope = (typeof RESTORE_SCOPES)[number];
-export type ScopePart = Exclude<RestoreScope, "all">;
 
 /** `"all"`, one part, or a list of parts; absent: items alone (a restore as it always was). */
 export const scopeSchema = z.union([z.enum(RESTORE_SCOPES), z.array(z.enum(RESTORE_SCOPES)).min(1).max(5)]);
@@ -62,6 +64,18 @@ export function mapUsername(username: string, usernameMap: Record<string, string
     .sort((a, b) => b[0].length - a[0].length)[0];
   if (!suffix) return username;
   return `${username.slice(0, username.length - (suffix[0].length - 1))}${suffix[1].slice(1)}`;
+}
+
+/** The target's group for a source group: the same group (same org, by id), else one of the same title. */
+export function matchGroup<G>(
+  groups: { byId: ReadonlyMap<string, G>; byTitle: ReadonlyMap<string, G> },
+  sameOrg: boolean,
+  source: { id: string; title?: string | undefined },
+): G | undefined {
+  return (
+    (sameOrg ? groups.byId.get(source.id) : undefined) ??
+    (source.title !== undefined ? groups.byTitle.get(source.title.toLowerCase()) : undefined)
+  );
 }
 
 const status = z.enum(["planned", "done", "failed", "skipped"]);
@@ -120,7 +134,7 @@ export const missingUserSchema = z.object({
 });
 
 export const structureOutcomeSchema = z.object({
-  scope: z.array(z.enum(["items", "groups", "roles", "categories"])),
+  scope: z.array(z.enum(SCOPE_PARTS)),
   applied: z.boolean(),
   roles: z.array(roleOutcomeSchema),
   categories: categoriesOutcomeSchema.nullable(),

@@ -1,4 +1,3 @@
-import { z } from "zod";
 import type { PortalClient } from "../arcgis/portal-client.js";
 import type { BackupStore } from "../backup/backup-store.js";
 import { pages } from "../backup/inventory.js";
@@ -25,7 +24,7 @@ import {
   USERS_NOT_CREATED,
   type UsersMode,
 } from "./structure-model.js";
-import { inviteMissingUsers } from "./structure-users.js";
+import { inviteMissingUsers, sourceUserSchema } from "./structure-users.js";
 import { readTargetGroups, readTargetUsers, type TargetSelf } from "./target.js";
 
 export interface StructureInput {
@@ -44,17 +43,6 @@ export interface StructureInput {
   apply: boolean;
   log: Logger;
 }
-
-const sourceUserSchema = z.looseObject({
-  username: z.string(),
-  email: z.string().nullish(),
-  fullName: z.string().nullish(),
-  role: z.string().nullish(),
-  roleId: z.string().nullish(),
-  userLicenseTypeId: z.string().nullish(),
-  provider: z.string().nullish(),
-  idpUsername: z.string().nullish(),
-});
 
 /**
  * The org's structure into the target, before its items: custom roles, then the content

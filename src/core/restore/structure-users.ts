@@ -1,3 +1,4 @@
+import { z } from "zod";
 import type { PortalClient } from "../arcgis/portal-client.js";
 import { PortalError } from "../arcgis/portal-errors.js";
 import { pages } from "../backup/inventory.js";
@@ -12,16 +13,17 @@ const INVITE_CHUNK = 100;
 const BUILT_IN_ROLES = new Set(["org_admin", "org_publisher", "org_user"]);
 
 /** A member of the source org as its backup lists them (`users.ndjson`). */
-export interface SourceUser {
-  username: string;
-  email?: string | null;
-  fullName?: string | null;
-  role?: string | null;
-  roleId?: string | null;
-  userLicenseTypeId?: string | null;
-  provider?: string | null;
-  idpUsername?: string | null;
-}
+export const sourceUserSchema = z.looseObject({
+  username: z.string(),
+  email: z.string().nullish(),
+  fullName: z.string().nullish(),
+  role: z.string().nullish(),
+  roleId: z.string().nullish(),
+  userLicenseTypeId: z.string().nullish(),
+  provider: z.string().nullish(),
+  idpUsername: z.string().nullish(),
+});
+export type SourceUser = z.infer<typeof sourceUserSchema>;
 
 export interface UsersInput {
   portal: PortalClient;

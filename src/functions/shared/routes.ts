@@ -30,8 +30,7 @@ const endpoints: Endpoint[] = [];
 /** Registers an HTTP trigger (as `app.http`) and remembers its route and methods. */
 export function httpEndpoint(name: string, options: EndpointOptions): void {
   endpoints.push({
-    segments: parseRoute(options.route),
-    names: parameterNames(options.route),
+    ...parseRoute(options.route),
     methods: options.methods,
     name,
     handler: options.handler,
@@ -74,23 +73,28 @@ export function findEndpoint(
   return { name: endpoint.name, handler: endpoint.handler, params };
 }
 
-function parameterNames(route: string): Array<string | undefined> {
-  return splitPath(route).map((segment) => /^\{\*?([A-Za-z][A-Za-z0-9]*)\}$/.exec(segment)?.[1]);
-}
-
 /** Only what this app's routes use: literal segments, plain `{parameter}` segments, a last `{*rest}`. */
-function parseRoute(route: string): Endpoint["segments"] {
+function parseRoute(route: string): Pick<Endpoint, "segments" | "names"> {
   const parts = splitPath(route);
-  return parts.map((segment, i) => {
-    if (/^\{[A-Za-z][A-Za-z0-9]*\}$/.test(segment)) return undefined;
-    if (/^\{\*[A-Za-z][A-Za-z0-9]*\}$/.test(segment) && i === parts.length - 1) return REST;
+  const segments: Endpoint["segments"] = [];
+  const names: Endpoint["names"] = [];
+  parts.forEach((segment, i) => {
+    const parameter = /^\{(\*?)([A-Za-z][A-Za-z0-9]*)\}$/.exec(segment);
+    const rest = parameter?.[1] === "*";
+    if (parameter && (!rest || i === parts.length - 1)) {
+      segments.push(rest ? REST : undefined);
+      names.push(parameter[2]);
+      return;
+    }
     if (/[{}]/.test(segment)) {
       throw new Error(
         `Route ${route}: only literal, {parameter} and a last {*rest} segment are supported here`,
       );
     }
-    return segment.toLowerCase();
+    segments.push(segment.toLowerCase());
+    names.push(undefined);
   });
+  return { segments, names };
 }
 
 function matches(template: Endpoint["segments"], segments: string[]): boolean {
