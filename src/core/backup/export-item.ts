@@ -7,10 +7,10 @@ import { calculateRetryDelay } from "../arcgis/retry-delay.js";
 import { errorMessage } from "../errors.js";
 import { classifyFailure, isRetryableFailure, isSystemicFailure } from "../failures.js";
 import type { Logger } from "../log.js";
-import { StoredDocumentError, schemaVersion } from "../stored-document.js";
+import { schemaVersion } from "../stored-document.js";
 import { type BackupStore, JSON_TYPE, jsonBytes, type StoredFile } from "./backup-store.js";
 import { type CachedFile, type CacheSpace, startCaching } from "./cache.js";
-import { ReusableFiles } from "./file-reuse.js";
+import { previousMarkerOf, ReusableFiles } from "./file-reuse.js";
 import type { InventoryRecord } from "./inventory.js";
 import { layerStorageSchema } from "./layer-changes-format.js";
 import {
@@ -449,24 +449,6 @@ function versionWriter(
       return recorded(stored, relativePath, kind, {});
     },
   };
-}
-
-/**
- * The marker of the item's version the newest earlier run captured, or undefined when there is
- * none or it is damaged (the new version then stores every file again, full).
- */
-async function previousMarkerOf(
-  store: BackupStore,
-  itemId: string,
-  previousVersion: string | undefined,
-): Promise<VersionMarker | undefined> {
-  if (!previousVersion) return undefined;
-  return store
-    .readJson(completionMarkerName(itemId, previousVersion), versionMarkerSchema)
-    .catch((error: unknown) => {
-      if (error instanceof StoredDocumentError) return undefined;
-      throw error;
-    });
 }
 
 /**

@@ -22,7 +22,7 @@ import {
   type ServiceRoot,
 } from "./feature-layers.js";
 import { toNdjson } from "./feature-ndjson.js";
-import { type IdSource, mapOrdered, objectIdPages } from "./feature-paging.js";
+import { layerIdSource, mapOrdered, objectIdPages } from "./feature-paging.js";
 import { splitRawPage } from "./feature-raw-page.js";
 import { captureChangeSet, keepLayer, type LayerCapture, layerNow } from "./layer-changes.js";
 import {
@@ -223,7 +223,7 @@ class FeatureDataExporter implements ServiceDataExporter {
     const layerUrl = `${serviceUrl}/${layer.id}`;
     const label = layerLabel(layer);
     const objectIdField = objectIdFieldOf(layer);
-    const source = this.idSource(layerUrl, objectIdField);
+    const source = layerIdSource(this.portal, layerUrl, objectIdField);
     let expected: number;
     try {
       expected = await source.count("1=1");
@@ -371,34 +371,11 @@ class FeatureDataExporter implements ServiceDataExporter {
     return bytes;
   }
 
-  private idSource(layerUrl: string, objectIdField: string): IdSource {
-    return {
-      objectIdField,
-      count: async (where) => {
-        const response = await this.portal.json<{ count?: number }>(`${layerUrl}/query`, {
-          where,
-          returnCountOnly: true,
-        });
-        if (typeof response.count !== "number") {
-          throw new FeaturePagingError(`${layerUrl}: returnCountOnly answered without a count`);
-        }
-        return response.count;
-      },
-      ids: async (where) => {
-        const response = await this.portal.json<{
-          objectIds?: number[] | null;
-          exceededTransferLimit?: boolean;
-        }>(`${layerUrl}/query`, { where, returnIdsOnly: true });
-        return { ids: response.objectIds ?? [], exceeded: response.exceededTransferLimit === true };
-      },
-    };
-  }
-
   /** Why a count may differ: a second count, and whether the layer was edited meanwhile. */
   private async explain(layerUrl: string, layer: LayerDefinition): Promise<string> {
     const parts: string[] = [];
     try {
-      const again = await this.idSource(layerUrl, objectIdFieldOf(layer)).count("1=1");
+      const again = await layerIdSource(this.portal, layerUrl, objectIdFieldOf(layer)).count("1=1");
       parts.push(`it counts ${again} now`);
       const now = await this.portal.json<LayerDefinition>(layerUrl, {}, { method: "GET" });
       if (lastEditOf(now) !== lastEditOf(layer)) parts.push("the layer was edited during the capture");

@@ -1,3 +1,4 @@
+import type { PortalClient } from "../arcgis/portal-client.js";
 import { FeaturePagingError } from "./feature-errors.js";
 
 /** Count and id queries on one layer, as the id scan needs them. */
@@ -5,6 +6,30 @@ export interface IdSource {
   readonly objectIdField: string;
   count(where: string): Promise<number>;
   ids(where: string): Promise<{ ids: number[]; exceeded: boolean }>;
+}
+
+/** The id scan's queries against a layer of the portal (`…/FeatureServer/{id}`). */
+export function layerIdSource(portal: PortalClient, layerUrl: string, objectIdField: string): IdSource {
+  return {
+    objectIdField,
+    count: async (where) => {
+      const response = await portal.json<{ count?: number }>(`${layerUrl}/query`, {
+        where,
+        returnCountOnly: true,
+      });
+      if (typeof response.count !== "number") {
+        throw new FeaturePagingError(`${layerUrl}: returnCountOnly answered without a count`);
+      }
+      return response.count;
+    },
+    ids: async (where) => {
+      const response = await portal.json<{ objectIds?: number[] | null; exceededTransferLimit?: boolean }>(
+        `${layerUrl}/query`,
+        { where, returnIdsOnly: true },
+      );
+      return { ids: response.objectIds ?? [], exceeded: response.exceededTransferLimit === true };
+    },
+  };
 }
 
 export interface IdScanOptions {

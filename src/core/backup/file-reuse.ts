@@ -1,6 +1,6 @@
 import { StoredDocumentError } from "../stored-document.js";
 import type { BackupStore } from "./backup-store.js";
-import { type ExportedFile, versionMarkerSchema } from "./export-item.js";
+import { type ExportedFile, type VersionMarker, versionMarkerSchema } from "./export-item.js";
 import { completionMarkerName } from "./layout.js";
 
 /**
@@ -38,21 +38,20 @@ export class ReusableFiles {
 }
 
 /**
- * The files of the item's version that the newest earlier run captured (its completion marker),
- * or none when that version is gone or its marker is damaged: the new version then stores every
- * file. A storage failure is thrown, like any other of the export.
+ * The completion marker of the item's version that the newest earlier run captured (its files,
+ * and how its layers are stored), or none when that version is gone or its marker is damaged: the
+ * new version then stores every file. A storage failure is thrown, like any other of the export.
  */
-export async function reusableFilesOf(
+export async function previousMarkerOf(
   store: BackupStore,
   itemId: string,
   previousVersion: string | undefined,
-): Promise<ReusableFiles> {
-  if (!previousVersion) return ReusableFiles.none;
-  const marker = await store
+): Promise<VersionMarker | undefined> {
+  if (!previousVersion) return undefined;
+  return store
     .readJson(completionMarkerName(itemId, previousVersion), versionMarkerSchema)
     .catch((error: unknown) => {
       if (error instanceof StoredDocumentError) return undefined;
       throw error;
     });
-  return marker ? new ReusableFiles(marker.files) : ReusableFiles.none;
 }

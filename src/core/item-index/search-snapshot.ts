@@ -1,7 +1,7 @@
 import { Readable } from "node:stream";
 import type { BackupStore } from "../backup/backup-store.js";
 import { type CacheSpace, streamToCache } from "../backup/cache.js";
-import { splitLines } from "../backup/feature-sort.js";
+import { type Keyed, mergeByKey, splitLines } from "../backup/feature-sort.js";
 import { parseStoredJson } from "../stored-document.js";
 import { type SearchRow, type SnapshotState, searchRowSchema } from "./item-index.js";
 
@@ -120,29 +120,17 @@ export async function* snapshotRows(
   store: BackupStore,
   state: Pick<SnapshotState, "deltas">,
 ): AsyncGenerator<SearchRow> {
-  const sources = [
-    rowsOf(store, SEARCH_SNAPSHOT),
-    ...state.deltas.map((delta) => rowsOf(store, deltaName(delta))),
-  ];
-  const heads = await Promise.all(sources.map((source) => nextRow(source)));
-  while (true) {
-    let first: string | undefined;
-    for (const head of heads) if (head && (first === undefined || head.itemId < first)) first = head.itemId;
-    if (first === undefined) return;
-    let newest: SearchRow | undefined;
-    for (const [i, source] of sources.entries()) {
-      while (heads[i]?.itemId === first) {
-        newest = heads[i];
-        heads[i] = await nextRow(source);
-      }
-    }
-    yield newest as SearchRow;
+  const files = [SEARCH_SNAPSHOT, ...state.deltas.map(deltaName)];
+  const sources = files.map((name) => byItemId(rowsOf(store, name)));
+  for await (const { bySource } of mergeByKey(sources)) {
+    // The base first, then the deltas oldest first: the last file holding the item is newest.
+    const newest = bySource.findLast((rows) => rows !== undefined);
+    if (newest) yield newest[newest.length - 1] as SearchRow;
   }
 }
 
-async function nextRow(source: AsyncGenerator<SearchRow>): Promise<SearchRow | undefined> {
-  const next = await source.next();
-  return next.done ? undefined : next.value;
+async function* byItemId(rows: AsyncIterable<SearchRow>): AsyncGenerator<Keyed<SearchRow>> {
+  for await (const row of rows) yield { key: row.itemId, value: row };
 }
 
 /** A row as a line of the snapshot. */

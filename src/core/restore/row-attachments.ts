@@ -2,7 +2,7 @@ import type { PortalClient } from "../arcgis/portal-client.js";
 import type { CacheSpace } from "../backup/cache.js";
 import type { ExportedFile } from "../backup/export-item.js";
 import type { AttachmentRecord } from "../backup/feature-attachments.js";
-import { type IdSource, objectIdPages } from "../backup/feature-paging.js";
+import { layerIdSource, objectIdPages } from "../backup/feature-paging.js";
 import { sortLines } from "../backup/feature-sort.js";
 import { normalGuid } from "../backup/layer-changes.js";
 import { type LayerFiles, layerAttachments, mergeByKey } from "../backup/layer-version-rows.js";
@@ -189,17 +189,8 @@ async function* currentAttachments(
   portal: PortalClient,
   target: TargetLayer,
 ): AsyncGenerator<AttachmentFacts> {
-  const query = `${target.url}/query`;
   const field = target.objectIdField;
-  const source: IdSource = {
-    objectIdField: field,
-    count: async (where) =>
-      (await portal.json<{ count?: number }>(query, { where, returnCountOnly: true })).count ?? 0,
-    ids: async (where) => {
-      const r = await portal.json<{ objectIds?: number[] | null }>(query, { where, returnIdsOnly: true });
-      return { ids: r.objectIds ?? [], exceeded: false };
-    },
-  };
+  const source = layerIdSource(portal, target.url, field);
   const expected = await source.count("1=1");
   for await (const page of objectIdPages(source, expected, { pageSize: 500, window: 100_000 })) {
     const response = await portal.json<{ attachmentGroups?: Group[] }>(`${target.url}/queryAttachments`, {

@@ -3,7 +3,8 @@ import type { PortalClient } from "../arcgis/portal-client.js";
 import { PortalTransientError } from "../arcgis/portal-errors.js";
 import type { CacheSpace } from "../backup/cache.js";
 import type { ExportedFile } from "../backup/export-item.js";
-import { type IdSource, objectIdPages } from "../backup/feature-paging.js";
+import { attributeOf, type FeatureJson } from "../backup/feature-layers.js";
+import { layerIdSource, objectIdPages } from "../backup/feature-paging.js";
 import { sortLines } from "../backup/feature-sort.js";
 import { normalGuid } from "../backup/layer-changes.js";
 import { type LayerFiles, type LineSource, layerRows, mergeByKey } from "../backup/layer-version-rows.js";
@@ -20,11 +21,6 @@ import type { EditedRow } from "./model.js";
  * again: what an earlier attempt applied is no longer in it (idempotent on retry). The same merge
  * without writes is the dry run's preview.
  */
-
-export interface FeatureJson {
-  attributes?: Record<string, unknown>;
-  geometry?: unknown;
-}
 
 export interface TargetLayer {
   url: string;
@@ -192,10 +188,7 @@ export function globalIdsWhere(field: string, globalIds: readonly string[]): str
 }
 
 function globalIdKey(feature: FeatureJson, field: string): string {
-  const attributes = feature.attributes ?? {};
-  const upper = field.toUpperCase();
-  const key = Object.keys(attributes).find((k) => k.toUpperCase() === upper);
-  const value = key === undefined ? undefined : attributes[key];
+  const value = attributeOf(feature, field);
   if (typeof value !== "string" || value === "") {
     throw new AppError(`A row without a GlobalID (${field}) cannot be restored row by row`, {
       code: "ERR_ROW_WITHOUT_GLOBALID",
@@ -208,18 +201,7 @@ function globalIdKey(feature: FeatureJson, field: string): string {
 /** Every row of the target layer now, page by page in object id order. */
 async function* currentRows(portal: PortalClient, target: TargetLayer): AsyncGenerator<FeatureJson> {
   const url = `${target.url}/query`;
-  const source: IdSource = {
-    objectIdField: target.objectIdField,
-    count: async (where) =>
-      (await portal.json<{ count?: number }>(url, { where, returnCountOnly: true })).count ?? 0,
-    ids: async (where) => {
-      const r = await portal.json<{ objectIds?: number[] | null; exceededTransferLimit?: boolean }>(url, {
-        where,
-        returnIdsOnly: true,
-      });
-      return { ids: r.objectIds ?? [], exceeded: r.exceededTransferLimit === true };
-    },
-  };
+  const source = layerIdSource(portal, target.url, target.objectIdField);
   const expected = await source.count("1=1");
   for await (const page of objectIdPages(source, expected, { pageSize: 500, window: 100_000 })) {
     let remaining = page;

@@ -1,6 +1,7 @@
 import type { PortalClient } from "../arcgis/portal-client.js";
 import { PortalError, PortalTransientError } from "../arcgis/portal-errors.js";
 import type { AttachmentRecord } from "../backup/feature-attachments.js";
+import type { FeatureJson } from "../backup/feature-layers.js";
 import { normalGuid } from "../backup/layer-changes.js";
 import { type LayerFiles, layerAttachments, layerRows, layersOf } from "../backup/layer-version-rows.js";
 import { layerDefinitionPath, VERSION_FILES } from "../backup/layout.js";
@@ -29,11 +30,6 @@ interface LayerJson {
 interface ServiceRoot {
   layers?: Array<{ id: number; name?: string }>;
   tables?: Array<{ id: number; name?: string }>;
-}
-
-interface FeatureJson {
-  attributes?: Record<string, unknown>;
-  geometry?: unknown;
 }
 
 interface EditResult {
