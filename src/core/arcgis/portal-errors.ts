@@ -149,3 +149,8 @@ export function parsePortalJson(text: string, url: string): unknown {
     });
   }
 }
+
+/** The portal refused this request for good (a forbidden, missing or invalid thing), not an outage. */
+export function isPortalRefusal(error: unknown): boolean {
+  return error instanceof PortalError && classifyFailure(error) === "permanent";
+}

@@ -10,6 +10,11 @@ export function jsonBytes(value: unknown): Buffer {
   return Buffer.from(JSON.stringify(value, null, 2));
 }
 
+/** Values as NDJSON, one line each. */
+export function ndjsonBytes(values: readonly unknown[]): Buffer {
+  return Buffer.from(values.map((v) => `${JSON.stringify(v)}\n`).join(""));
+}
+
 /** A file as stored: where, how big, its SHA-256 (also in the blob's metadata) and its type. */
 export interface StoredFile {
   /** Relative to the identity's folder. */

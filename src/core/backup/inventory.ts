@@ -4,7 +4,7 @@ import { PortalNotFoundError } from "../arcgis/portal-errors.js";
 import { mapWithConcurrency } from "../concurrency.js";
 import type { Logger } from "../log.js";
 import { checkStored } from "../stored-document.js";
-import type { BackupStore } from "./backup-store.js";
+import { type BackupStore, ndjsonBytes } from "./backup-store.js";
 import { batchResultsSchema, hasSeparateDataVersion, type ItemResult } from "./export-item.js";
 import {
   inventoryChangesName,
@@ -376,7 +376,7 @@ async function listOrg(
     users.push(...page.users);
   }
   if (users.length === 0 && self.user?.username) users.push({ username: self.user.username });
-  await store.uploadBuffer(org.users, ndjson(users), "application/x-ndjson");
+  await store.uploadBuffer(org.users, ndjsonBytes(users), "application/x-ndjson");
 
   // Groups first: they say which items are shared where.
   const { groupsOfItem, outsideItems, groupCount } = await recordGroups(portal, store, org.groups, {
@@ -403,7 +403,7 @@ async function listOrg(
     }
   });
   for (const item of outsideItems.values()) await accept(item, null, null, groupsOf(item));
-  await store.uploadBuffer(org.folders, ndjson(folders), "application/x-ndjson");
+  await store.uploadBuffer(org.folders, ndjsonBytes(folders), "application/x-ndjson");
   return { users: users.length, groups: groupCount };
 }
 
@@ -459,9 +459,9 @@ async function listItemsById(
     );
   }
   const users = [...owners].map((username) => ({ username }));
-  await store.uploadBuffer(org.users, ndjson(users), "application/x-ndjson");
-  await store.uploadBuffer(org.groups, ndjson([...groups.values()]), "application/x-ndjson");
-  await store.uploadBuffer(org.folders, ndjson([...folders.values()]), "application/x-ndjson");
+  await store.uploadBuffer(org.users, ndjsonBytes(users), "application/x-ndjson");
+  await store.uploadBuffer(org.groups, ndjsonBytes([...groups.values()]), "application/x-ndjson");
+  await store.uploadBuffer(org.folders, ndjsonBytes([...folders.values()]), "application/x-ndjson");
   return { users: users.length, groups: groups.size };
 }
 
@@ -517,7 +517,7 @@ async function recordGroups(
     }
     return { ...group, members, itemIds };
   });
-  await store.uploadBuffer(blob, ndjson(groupRecords), "application/x-ndjson");
+  await store.uploadBuffer(blob, ndjsonBytes(groupRecords), "application/x-ndjson");
   return { groupsOfItem, outsideItems, groupCount: groups.length };
 }
 
@@ -583,8 +583,4 @@ function matches(record: InventoryRecord, item: PortalItem, filter: BackupFilter
   const tags = lower(filter.tags);
   if (tags && !(item.tags ?? []).some((t) => tags.includes(t.toLowerCase()))) return false;
   return true;
-}
-
-function ndjson(values: unknown[]): Buffer {
-  return Buffer.from(values.map((v) => `${JSON.stringify(v)}\n`).join(""));
 }

@@ -1,10 +1,9 @@
 import { z } from "zod";
 import type { PortalClient } from "../arcgis/portal-client.js";
-import { PortalError } from "../arcgis/portal-errors.js";
+import { isPortalRefusal } from "../arcgis/portal-errors.js";
 import { mapWithConcurrency } from "../concurrency.js";
-import { classifyFailure } from "../failures.js";
 import type { Logger } from "../log.js";
-import type { BackupStore } from "./backup-store.js";
+import { type BackupStore, ndjsonBytes } from "./backup-store.js";
 import { pages } from "./inventory.js";
 import { groupThumbnailName, type orgRecordNames } from "./layout.js";
 import type { PagedResponse } from "./portal-types.js";
@@ -122,7 +121,7 @@ export async function captureOrgStructure(options: {
 }): Promise<{ roles: number; categories: number; groups: number }> {
   const { portal, store, org } = options;
   const roles = await readRoles(portal, options.log);
-  await store.uploadBuffer(org.roles, ndjson(roles), "application/x-ndjson");
+  await store.uploadBuffer(org.roles, ndjsonBytes(roles), "application/x-ndjson");
   const categorySchema = await readOrRefused(
     () =>
       portal.json<{ categorySchema?: CategoryNode[] }>("portals/self/categorySchema", {}, { method: "GET" }),
@@ -161,7 +160,7 @@ async function readRoles(portal: PortalClient, log?: Logger): Promise<RoleRecord
       }
     }
   } catch (error) {
-    if (!isRefusal(error)) throw error;
+    if (!isPortalRefusal(error)) throw error;
     log?.warn("Custom roles not captured: the identity may not list them", {});
   }
   return roles;
@@ -203,7 +202,7 @@ async function enrichGroups(options: {
     }
     return out;
   });
-  await store.uploadBuffer(org.groups, ndjson(enriched), "application/x-ndjson");
+  await store.uploadBuffer(org.groups, ndjsonBytes(enriched), "application/x-ndjson");
   return enriched.length;
 }
 
@@ -222,16 +221,12 @@ async function readOrRefused<T>(read: () => Promise<T>, fallback: T): Promise<T>
   try {
     return await read();
   } catch (error) {
-    if (isRefusal(error)) return fallback;
+    if (isPortalRefusal(error)) return fallback;
     throw error;
   }
 }
 
 /** The portal refused this request for good (forbidden, missing): the rest of the run goes on. */
-function isRefusal(error: unknown): boolean {
-  return error instanceof PortalError && classifyFailure(error) === "permanent";
-}
-
 function countCategories(trees: CategoryNode[]): number {
   return trees.reduce((n, node) => n + 1 + countCategories(node.categories ?? []), 0);
 }
@@ -242,8 +237,4 @@ function contentTypeOf(name: string): string {
   if (ext === "jpg" || ext === "jpeg") return "image/jpeg";
   if (ext === "gif") return "image/gif";
   return "application/octet-stream";
-}
-
-function ndjson(values: unknown[]): Buffer {
-  return Buffer.from(values.map((v) => `${JSON.stringify(v)}\n`).join(""));
 }

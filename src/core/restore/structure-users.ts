@@ -1,9 +1,8 @@
 import { z } from "zod";
 import type { PortalClient } from "../arcgis/portal-client.js";
-import { PortalError } from "../arcgis/portal-errors.js";
+import { isPortalRefusal } from "../arcgis/portal-errors.js";
 import { pages } from "../backup/inventory.js";
 import type { PagedResponse } from "../backup/portal-types.js";
-import { classifyFailure } from "../failures.js";
 import { writeOnce } from "./context.js";
 import type { MissingUser, UsersMode } from "./structure-model.js";
 
@@ -164,7 +163,7 @@ async function pendingInvitations(portal: PortalClient): Promise<Set<string> | u
       }
     }
   } catch (error) {
-    if (error instanceof PortalError && classifyFailure(error) === "permanent") return undefined;
+    if (isPortalRefusal(error)) return undefined;
     throw error;
   }
   return out;

@@ -1,9 +1,8 @@
 import type { PortalClient } from "../arcgis/portal-client.js";
-import { PortalError } from "../arcgis/portal-errors.js";
+import { isPortalRefusal } from "../arcgis/portal-errors.js";
 import { pages } from "../backup/inventory.js";
 import type { PagedResponse, PortalGroup, PortalItem, UserContentResponse } from "../backup/portal-types.js";
 import { AppError } from "../errors.js";
-import { classifyFailure } from "../failures.js";
 
 /** The signed-in user of the target org: who restored items belong to by default. */
 export interface TargetSelf {
@@ -77,7 +76,7 @@ export async function readTargetUsers(
       for (const user of page.users ?? []) users.set(user.username.toLowerCase(), user);
     }
   } catch (error) {
-    if (!isRefusalOfThisRequest(error)) throw error;
+    if (!isPortalRefusal(error)) throw error;
   }
   if (!users.has(self.username.toLowerCase())) {
     users.set(self.username.toLowerCase(), {
@@ -140,7 +139,7 @@ export class FolderResolver {
         return created.folder.id;
       }
     } catch (error) {
-      if (!isRefusalOfThisRequest(error)) throw error;
+      if (!isPortalRefusal(error)) throw error;
       // Taken meanwhile (another activity, another user of the org): read the folders again.
     }
     this.byOwner.delete(owner.toLowerCase());
@@ -219,6 +218,3 @@ function escapeRegExp(value: string): string {
 }
 
 /** The portal refused this one request (not an outage, not our sign-in): the caller may carry on. */
-function isRefusalOfThisRequest(error: unknown): boolean {
-  return error instanceof PortalError && classifyFailure(error) === "permanent";
-}
