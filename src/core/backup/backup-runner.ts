@@ -5,7 +5,7 @@ import { AppError, errorMessage } from "../errors.js";
 import { isRetryableFailure } from "../failures.js";
 import type { StoredIdentity } from "../identities/identity.js";
 import type { IdentityService } from "../identities/identity-service.js";
-import { indexRun } from "../item-index/indexer.js";
+import { indexRun, recordCapturedVersions } from "../item-index/indexer.js";
 import type { ItemIndex } from "../item-index/item-index.js";
 import type { Logger } from "../log.js";
 import { DEFAULT_OUTAGE_SETTINGS, type OutagePause, type OutageSettings, outagePause } from "../outage.js";
@@ -85,6 +85,7 @@ interface IdentitySession extends RunTarget {
 }
 
 const SESSION_TTL_MS = 10 * 60_000;
+const INDEX_NOT_UPDATED = "Item index not updated; POST /api/identities/{id}/index/rebuild rebuilds it";
 const CHUNKS_CACHED = 6;
 
 /**
@@ -199,6 +200,7 @@ export class BackupRunner {
         batchResultName(input.runId, input.chunkIndex, input.batchIndex),
         results,
       );
+      await this.recordVersions(input, results, log);
       if (outage !== undefined && !stop.signal.aborted) {
         const paused = this.pause(input, outage, log);
         return { ...countResults([], portal.stats, pacer?.stats()), stopped: false, paused };
@@ -212,6 +214,28 @@ export class BackupRunner {
       return { ...emptyBatchCounts(), stopped: false, paused: this.pause(input, error, log) };
     } finally {
       stop.release();
+    }
+  }
+
+  /**
+   * Records the versions the batch captured in the item index as it ends, so that a run's end does
+   * not write one row per changed item. The index is derived: a failure is logged (a rebuild
+   * mends it); an outage is thrown, for the batch's retry.
+   */
+  private async recordVersions(
+    input: BatchInput,
+    results: readonly ItemResult[],
+    log: Logger,
+  ): Promise<void> {
+    if (!this.deps.itemIndex || !results.some((result) => result.status === "exported")) return;
+    try {
+      const run = await this.deps.runs.find(input.identityId, input.runId);
+      if (run) await recordCapturedVersions(this.deps.itemIndex, run, results);
+    } catch (error) {
+      if (isRetryableFailure(error)) throw error;
+      log.warn(INDEX_NOT_UPDATED, {
+        reason: errorMessage(error),
+      });
     }
   }
 
@@ -348,7 +372,7 @@ export class BackupRunner {
       });
     } catch (error) {
       if (isRetryableFailure(error)) throw error;
-      this.deps.log.warn("Item index not updated; POST /api/identities/{id}/index/rebuild rebuilds it", {
+      this.deps.log.warn(INDEX_NOT_UPDATED, {
         runId: run.runId,
         identityId: run.identityId,
         reason: errorMessage(error),

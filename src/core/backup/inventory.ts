@@ -78,6 +78,8 @@ export function isInvalidLine(entry: InventoryEntry): entry is InvalidInventoryL
  */
 export interface PreviousCapture {
   version: string;
+  /** Its title, owner and folder as a hash (listingHash), to tell a move or rename of hosted data. */
+  listing: number;
   /** Index into PreviousRun.resultBlobs, and the result's position in that blob. */
   blob: number;
   position: number;
@@ -101,7 +103,8 @@ export async function previousRunOf(store: BackupStore, runId: string): Promise<
     const results = (await store.readJson(name, batchResultsSchema)) ?? [];
     results.forEach((result, position) => {
       if (result.status !== "failed" && result.version) {
-        items.set(result.itemId, { version: result.version, blob, position });
+        const listing = listingHash(result.title, result.owner, result.folderTitle);
+        items.set(result.itemId, { version: result.version, listing, blob, position });
       }
     });
   });
@@ -125,6 +128,12 @@ export const inventoryChangesSchema = z.object({
     }),
   ),
   gone: z.array(z.string()),
+  /**
+   * Items sent to export that the compared run had captured: the version it had, and whether they
+   * are listed as it had them (title, owner, folder). One the export finds at that version again
+   * (hosted data, sent to export every run, whose rows did not change) is unchanged for the index.
+   */
+  exportedAgain: z.array(z.tuple([z.string(), z.string(), z.boolean()])).default([]),
 });
 export type InventoryChanges = z.infer<typeof inventoryChangesSchema>;
 type ListingChange = InventoryChanges["listingChanged"][number];
@@ -253,6 +262,16 @@ function unchangedResult(before: ItemResult, record: InventoryRecord): ItemResul
   };
 }
 
+/** An item's title, owner and folder as a 32-bit FNV-1a hash: 100,000 of them hold no strings. */
+function listingHash(title: string, owner: string, folderTitle: string | null): number {
+  let hash = 0x811c9dc5;
+  for (const text of [title, owner, folderTitle ?? ""]) {
+    for (let i = 0; i < text.length; i++) hash = Math.imul(hash ^ text.charCodeAt(i), 0x01000193);
+    hash = Math.imul(hash ^ 0xffff, 0x01000193);
+  }
+  return hash >>> 0;
+}
+
 /** Buffers inventory lines into chunk blobs of INVENTORY_CHUNK_SIZE. */
 class ChunkWriter {
   private lines: string[] = [];
@@ -315,6 +334,7 @@ export async function takeInventory(options: {
   const writer = new ChunkWriter(store, runId);
   const unchanged = new UnchangedWriter(store, runId, options.previous, (record) => writer.add(record));
   const seen = new Set<string>();
+  const exportedAgain: InventoryChanges["exportedAgain"] = [];
   const accept: AcceptItem = async (item, folderId, folderTitle, groups) => {
     if (seen.has(item.id)) return;
     seen.add(item.id);
@@ -325,6 +345,10 @@ export async function takeInventory(options: {
     if (before && !hasSeparateDataVersion(record) && before.version === itemVersion(record.modified)) {
       await unchanged.add({ record, capture: before });
       return;
+    }
+    if (before) {
+      const sameListing = before.listing === listingHash(record.title, record.owner, record.folderTitle);
+      exportedAgain.push([record.id, before.version, sameListing]);
     }
     await writer.add(before ? { ...record, previousVersion: before.version } : record);
   };
@@ -340,6 +364,7 @@ export async function takeInventory(options: {
       comparedWithRunId: options.previous.runId,
       listingChanged: unchanged.listingChanged,
       gone,
+      exportedAgain,
     };
     await store.uploadJson(inventoryChangesName(runId), changes);
   }

@@ -96,19 +96,19 @@ export function runResultsPrefix(runId: string): string {
   return `${runPrefix(runId)}results/`;
 }
 
+/** The results of the run's batches (the items sent to export), not the inventory's unchanged ones. */
+export function batchResultsPrefix(runId: string): string {
+  return `${runResultsPrefix(runId)}chunk-`;
+}
+
 export function batchResultName(runId: string, chunkIndex: number, batchIndex: number): string {
-  return `${runResultsPrefix(runId)}chunk-${String(chunkIndex).padStart(5, "0")}-batch-${String(batchIndex).padStart(4, "0")}.json`;
+  return `${batchResultsPrefix(runId)}${String(chunkIndex).padStart(5, "0")}-batch-${String(batchIndex).padStart(4, "0")}.json`;
 }
 
 const UNCHANGED_RESULTS = "inventory-unchanged-";
 
 export function unchangedResultName(runId: string, index: number): string {
   return `${runResultsPrefix(runId)}${UNCHANGED_RESULTS}${String(index).padStart(5, "0")}.json`;
-}
-
-/** Whether a results blob holds items the inventory found unchanged (not a batch's exports). */
-export function isUnchangedResultName(runId: string, name: string): boolean {
-  return name.startsWith(`${runResultsPrefix(runId)}${UNCHANGED_RESULTS}`);
 }
 
 export function manifestName(runId: string): string {

@@ -4,7 +4,13 @@ import { schemaVersion } from "../stored-document.js";
 import type { BackupStore } from "./backup-store.js";
 import { type CacheSpace, streamToCache } from "./cache.js";
 import { batchResultsSchema, type ItemResult, itemResultSchema } from "./export-item.js";
-import { itemVersionPrefix, manifestName, orgRecordNames, runResultsPrefix } from "./layout.js";
+import {
+  batchResultsPrefix,
+  itemVersionPrefix,
+  manifestName,
+  orgRecordNames,
+  runResultsPrefix,
+} from "./layout.js";
 import { backupFilterSchema, RUN_STATUSES, type RunRecord, trafficSchema } from "./runs.js";
 
 export const MANIFEST_SCHEMA_VERSION = 1;
@@ -66,16 +72,16 @@ const portalSelfSchema = z.object({
 });
 
 /**
- * Reads the results of a run in name order: every results blob, or those `include` keeps (say,
- * the batches' and not the inventory's unchanged items).
+ * Reads the results of a run in name order: all of them, or just the batches' (the items sent to
+ * export, not those the inventory found unchanged).
  */
 export async function* runResults(
   store: BackupStore,
   runId: string,
-  include: (blobName: string) => boolean = () => true,
+  which: "all" | "batches" = "all",
 ): AsyncGenerator<ItemResult> {
-  for await (const name of store.list(runResultsPrefix(runId))) {
-    if (!include(name)) continue;
+  const prefix = which === "all" ? runResultsPrefix(runId) : batchResultsPrefix(runId);
+  for await (const name of store.list(prefix)) {
     const results = await store.readJson(name, batchResultsSchema);
     for (const result of results ?? []) yield result;
   }

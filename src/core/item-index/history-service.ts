@@ -11,16 +11,9 @@ import type { StoredIdentity } from "../identities/identity.js";
 import type { IdentityService } from "../identities/identity-service.js";
 import { parseInput } from "../validation.js";
 import { indexRun } from "./indexer.js";
-import {
-  type ItemIndex,
-  type ItemRow,
-  type SearchRow,
-  type SnapshotState,
-  stringList,
-  type VersionRow,
-} from "./item-index.js";
+import type { ItemIndex, SnapshotState, VersionRow } from "./item-index.js";
 import { jsonPatch, type PatchOperation } from "./json-patch.js";
-import { deleteSnapshot, snapshotRows } from "./search-snapshot.js";
+import { deleteSnapshot, type SearchRow, snapshotRows } from "./search-snapshot.js";
 
 const ITEM_ID = /^[0-9A-Za-z_-]{1,64}$/;
 const VERSION = /^v\d{1,16}(-e\d{1,16})?$/;
@@ -85,8 +78,8 @@ export interface ItemChange {
 /**
  * Finding things in an identity's backups: search over every item ever captured, an item's
  * versions with what changed between them, one captured file, and what changed between two runs.
- * Search and history read the item index (ITEM_INDEX_TABLE); diffs read the runs' results and
- * the versions' files.
+ * Search and history read the item index (the search snapshot and the versions in
+ * ITEM_INDEX_TABLE); diffs read the runs' results and the versions' files.
  */
 export class HistoryService {
   constructor(
@@ -135,9 +128,9 @@ export class HistoryService {
   /** The item's versions, oldest first, each with the runs that hold it and what changed since the one before. */
   async versions(identityId: string, itemId: string) {
     const identity = await this.deps.identities.get(identityId);
-    const item = await this.knownItem(identity.id, itemId);
+    const item = await this.knownItem(identity, itemId);
     const store = await this.deps.openStore(identity);
-    const versions = await this.deps.index.versions(item, identity.id);
+    const versions = await this.deps.index.versions(identity.id, item.itemId, item.versions);
     const runs = (await this.deps.runs.list(identity.id, Number.POSITIVE_INFINITY)).filter(isComplete);
     const out = [];
     for (const [i, version] of versions.entries()) {
@@ -191,12 +184,12 @@ export class HistoryService {
   /** What changed in one item from version `from` to version `to`. */
   async diffVersions(identityId: string, itemId: string, query: unknown): Promise<ItemChange> {
     const identity = await this.deps.identities.get(identityId);
-    const item = await this.knownItem(identity.id, itemId);
+    const item = await this.knownItem(identity, itemId);
     const input = parseInput(
       z.strictObject({ from: z.string().regex(VERSION), to: z.string().regex(VERSION) }),
       query,
     );
-    const versions = await this.deps.index.versions(item, identity.id);
+    const versions = await this.deps.index.versions(identity.id, item.itemId, item.versions);
     const find = (version: string, field: string) => {
       const found = versions.find((v) => v.version === version);
       if (!found) throw new ValidationError(`${field}: ${version} is not a version of item ${itemId}`, field);
@@ -281,6 +274,7 @@ export class HistoryService {
         run,
         cacheDirectory: identity.cacheDirectory,
         cacheSpace,
+        rebuilding: true,
       });
     }
     this.snapshots.delete(identity.id);
@@ -305,10 +299,13 @@ export class HistoryService {
     return rows;
   }
 
-  private async knownItem(identityId: string, itemId: string): Promise<ItemRow> {
-    const item = ITEM_ID.test(itemId) ? await this.deps.index.item(identityId, itemId) : undefined;
-    if (!item) throw new NotFoundError(`Item ${itemId} is in no backup of this identity`);
-    return item;
+  /** The item as the search snapshot has it (read once, like a search). */
+  private async knownItem(identity: StoredIdentity, itemId: string): Promise<SearchRow> {
+    const head = ITEM_ID.test(itemId) ? await this.deps.index.head(identity.id) : undefined;
+    const rows = head ? await this.snapshot(identity, head.snapshot) : [];
+    const found = rows[firstAfter(rows, itemId) - 1];
+    if (found?.itemId !== itemId) throw new NotFoundError(`Item ${itemId} is in no backup of this identity`);
+    return found;
   }
 
   private async changeOfResults(
@@ -340,7 +337,7 @@ export class HistoryService {
 
   private async changeBetween(
     store: BackupStore,
-    item: ItemRow,
+    item: SearchRow,
     from: VersionRow,
     to: VersionRow,
     patch: boolean,
@@ -405,13 +402,13 @@ function itemView(item: SearchRow, headRunId: string | undefined, headAt: string
     type: item.type,
     owner: item.owner,
     folder: item.folderTitle || null,
-    tags: stringList(item.tags),
+    tags: item.tags,
     firstRunId: item.firstRunId,
     firstSeenAt: item.firstSeenAt,
     lastRunId: seenByHead ? headRunId : item.lastSeenRunId,
     lastSeenAt: seenByHead ? headAt : item.lastSeenAt,
-    versions: item.versionCount,
-    lastVersion: item.lastVersion,
+    versions: item.versions.length,
+    lastVersion: item.versions[item.versions.length - 1] as string,
     deleted: !item.present,
   };
 }

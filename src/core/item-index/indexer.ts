@@ -3,18 +3,15 @@ import type { BackupStore } from "../backup/backup-store.js";
 import type { CacheSpace } from "../backup/cache.js";
 import type { ItemResult } from "../backup/export-item.js";
 import { type InventoryChanges, inventoryChangesSchema } from "../backup/inventory.js";
-import { inventoryChangesName, isUnchangedResultName } from "../backup/layout.js";
+import { inventoryChangesName } from "../backup/layout.js";
 import { runResults } from "../backup/manifest.js";
 import { isCompleteRun } from "../backup/retention.js";
 import type { RunRecord } from "../backup/runs.js";
-import { mapWithConcurrency } from "../concurrency.js";
-import { type IndexHead, type ItemIndex, type ItemRow, stringList, type VersionRow } from "./item-index.js";
+import type { IndexHead, ItemIndex, VersionRow } from "./item-index.js";
 import { deleteDeltas, SnapshotChanges, updateSnapshot } from "./search-snapshot.js";
 
-/** Item rows read at once (writes go in transactions of 100). */
-const READERS = 32;
-/** Changed items read from the run's results before their rows are written. */
-const INDEX_BATCH = 500;
+/** Version rows held before they are written (in transactions of 100). */
+const VERSION_BATCH = 500;
 const itemTagsSchema = z.object({ tags: z.array(z.string()).nullish() }).passthrough();
 
 interface IndexContext {
@@ -24,19 +21,28 @@ interface IndexContext {
   head: IndexHead | undefined;
   /** A complete run of the whole org: what it lacks is gone from the org, and it becomes the head. */
   wholeOrg: boolean;
-  /** The rows that changed, on their way to the search snapshot. */
+  /** The patches of the run, on their way to the search snapshot. */
   changes: SnapshotChanges;
+  /** New versions, on their way to the table. */
+  versions: VersionRow[];
+  /** The batches wrote the rows of the versions they exported (recordCapturedVersions); a rebuild writes all. */
+  rebuilding: boolean;
 }
+
+/** Whether a result gives the index something new: a patch for its item, a version row. */
+type Novelty = (result: ItemResult) => { patch: boolean; version: boolean };
 
 /**
  * Brings an identity's item index up to a run that has ended with its manifest. Compared with the
- * run the index last took in (its head), only what changed is written: a new item or version, a
- * new title, owner or folder, an item gone from the org (an unfiltered complete run no longer has
- * it: it is marked deleted, last seen in the head's run) or back in it; then the search snapshot
- * takes those rows. When the run's inventory compared the org with the head's run, what changed
- * is known without looking at every item: the batches' results (items exported), and what the
- * inventory noted (see InventoryChanges). Otherwise every result is compared with the head run's.
- * Safe to run twice.
+ * run the index last took in (its head), only what changed is written, and nothing is read back
+ * from the index to write it: a version row for each version new to the index that no batch
+ * recorded (see recordCapturedVersions), and a patch
+ * of the search snapshot for each item captured at a new version, under a new title, owner or
+ * folder, or gone from the org (an unfiltered complete run no longer has it: last seen in the
+ * head's run). When the run's inventory compared the org with the head's run, what changed is known
+ * without looking at every item: the batches' results (items exported), and what the inventory
+ * noted (see InventoryChanges). Otherwise every result is compared with the head run's. Safe to
+ * run twice.
  */
 export async function indexRun(options: {
   store: BackupStore;
@@ -44,6 +50,8 @@ export async function indexRun(options: {
   run: RunRecord;
   cacheDirectory: string;
   cacheSpace: CacheSpace;
+  /** Indexing a run again (a rebuild): its batches' version rows are gone with the old index. */
+  rebuilding?: boolean;
 }) {
   const { store, index, run } = options;
   const head = await index.head(run.identityId);
@@ -55,10 +63,13 @@ export async function indexRun(options: {
     head,
     wholeOrg: isCompleteRun(run) && !run.filter,
     changes: new SnapshotChanges(store, run.runId, cache),
+    versions: [],
+    rebuilding: options.rebuilding ?? false,
   };
   const changes = head ? await readInventoryChanges(store, run.runId) : undefined;
   if (head && changes?.comparedWithRunId === head.lastRunId) await indexNotedChanges(context, changes);
   else await indexByComparison(context);
+  await flushVersions(context);
 
   const snapshot = await updateSnapshot({
     store,
@@ -80,28 +91,35 @@ export async function indexRun(options: {
 /** Indexes the results of the run's batches and what its inventory noted against the head's run. */
 async function indexNotedChanges(context: IndexContext, changes: InventoryChanges): Promise<void> {
   const { store, run } = context;
-  const exported = runResults(store, run.runId, (name) => !isUnchangedResultName(run.runId, name));
-  await indexResults(context, exported, () => undefined);
-  const listed = new Map(changes.listingChanged.map((change) => [change.itemId, change]));
-  await writeKnownRows(context, [...listed.keys()], (known) => {
-    const change = listed.get(known.itemId);
-    if (!change || !known.present) return undefined;
-    const { title, owner } = change;
-    const seen = { lastSeenRunId: run.runId, lastSeenAt: run.startedAt };
-    const search = searchText(title, stringList(known.tags), known.itemId);
-    return { ...known, title, owner, folderTitle: change.folderTitle ?? "", search, ...seen };
+  const exportedAgain = new Map(
+    changes.exportedAgain.map(([itemId, version, sameListing]) => [itemId, { version, sameListing }]),
+  );
+  const exported = runResults(store, run.runId, "batches");
+  await indexResults(context, exported, (result) => {
+    const known = exportedAgain.get(result.itemId);
+    const version = result.status === "exported" || known?.version !== result.version;
+    return { patch: version || !known?.sameListing, version };
   });
+  for (const change of changes.listingChanged) {
+    const { itemId, title, owner } = change;
+    const folderTitle = change.folderTitle ?? "";
+    await context.changes.add({ kind: "listed", itemId, ...seenBy(run), title, owner, folderTitle });
+  }
   if (context.wholeOrg) await markDeleted(context, changes.gone);
 }
 
 /** Indexes every result of the run that differs from the head run's (or all, without a head). */
 async function indexByComparison(context: IndexContext): Promise<void> {
   const { store, run, head } = context;
-  const before = head ? await fingerprints(store, head.lastRunId) : new Map<string, string>();
+  const before = head ? await capturesOf(store, head.lastRunId) : new Map<string, Capture>();
   const seen = new Set<string>();
   await indexResults(context, runResults(store, run.runId), (result) => {
     seen.add(result.itemId);
-    return before.get(result.itemId);
+    const known = before.get(result.itemId);
+    return {
+      patch: known?.fingerprint !== fingerprint(result),
+      version: result.status === "exported" || known?.version !== result.version,
+    };
   });
   if (head && context.wholeOrg) {
     await markDeleted(
@@ -111,79 +129,53 @@ async function indexByComparison(context: IndexContext): Promise<void> {
   }
 }
 
-/**
- * Writes the rows of the results that changed: those whose fingerprint differs from `known` (the
- * head run's), or — none known — from the item's row as indexed.
- */
+/** Writes a patch and a version row for each result that is new as `novelty` says. */
 async function indexResults(
   context: IndexContext,
   results: AsyncIterable<ItemResult>,
-  knownFingerprint: (result: ItemResult) => string | undefined,
+  novelty: Novelty,
 ): Promise<void> {
-  const { store, index, run } = context;
-  const identityId = run.identityId;
-  let batch: Array<{ result: ItemResult; compareWithRow: boolean }> = [];
-  const flush = async () => {
-    const indexed = (
-      await mapWithConcurrency(batch, READERS, async ({ result, compareWithRow }) => {
-        // Without a head the index is empty (a first run, a rebuild): nothing to read.
-        const known = context.head ? await index.item(identityId, result.itemId) : undefined;
-        if (compareWithRow && known?.present && rowFingerprint(known) === fingerprint(result)) return [];
-        return [await indexItem(store, known, run, result)];
-      })
-    ).flat();
-    await index.putRows(
-      identityId,
-      indexed.map((entry) => entry.row),
-      indexed.flatMap((entry) => (entry.version ? [entry.version] : [])),
-    );
-    for (const { row } of indexed) await noteRow(context, row);
-    batch = [];
-  };
+  const { store, run } = context;
   for await (const result of results) {
-    const knownPrint = knownFingerprint(result);
     if (result.status === "failed" || !result.version) continue;
-    if (knownPrint === fingerprint(result)) continue;
-    batch.push({ result, compareWithRow: knownPrint === undefined && context.head !== undefined });
-    if (batch.length >= INDEX_BATCH) await flush();
+    const news = novelty(result);
+    if (news.patch) {
+      await context.changes.add({
+        kind: "captured",
+        itemId: result.itemId,
+        ...seenBy(run),
+        title: result.title,
+        type: result.type,
+        owner: result.owner,
+        folderTitle: result.folderTitle ?? "",
+        tags: result.tags ?? (await tagsOf(store, result)),
+        version: result.version,
+      });
+    }
+    // A version a batch exported has its row from the batch (but not in a rebuild).
+    if (news.version && (context.rebuilding || result.status !== "exported")) {
+      context.versions.push(versionRowOf(result, run));
+      if (context.versions.length >= VERSION_BATCH) await flushVersions(context);
+    }
   }
-  await flush();
+}
+
+async function flushVersions(context: IndexContext): Promise<void> {
+  await context.index.putVersions(context.run.identityId, context.versions);
+  context.versions = [];
 }
 
 /** Marks items gone from the org deleted, last seen in the head's run. */
 async function markDeleted(context: IndexContext, itemIds: readonly string[]): Promise<void> {
   const head = context.head;
   if (!head) return;
-  await writeKnownRows(context, itemIds, (known) =>
-    known.present
-      ? { ...known, present: false, lastSeenRunId: head.lastRunId, lastSeenAt: head.lastRunAt }
-      : undefined,
-  );
-}
-
-/** Rewrites the rows of items already indexed as `update` says (undefined: left as they are). */
-async function writeKnownRows(
-  context: IndexContext,
-  itemIds: readonly string[],
-  update: (known: ItemRow) => ItemRow | undefined,
-): Promise<void> {
-  const identityId = context.run.identityId;
-  for (let i = 0; i < itemIds.length; i += INDEX_BATCH) {
-    const rows = (
-      await mapWithConcurrency(itemIds.slice(i, i + INDEX_BATCH), READERS, async (itemId) => {
-        const known = await context.index.item(identityId, itemId);
-        const row = known && update(known);
-        return row ? [row] : [];
-      })
-    ).flat();
-    await context.index.putRows(identityId, rows, []);
-    for (const row of rows) await noteRow(context, row);
+  for (const itemId of itemIds) {
+    await context.changes.add({ kind: "gone", itemId, runId: head.lastRunId, at: head.lastRunAt });
   }
 }
 
-async function noteRow(context: IndexContext, row: ItemRow): Promise<void> {
-  const { versions: _versions, ...searchRow } = row;
-  await context.changes.add(searchRow);
+function seenBy(run: Pick<RunRecord, "runId" | "startedAt">): { runId: string; at: string } {
+  return { runId: run.runId, at: run.startedAt };
 }
 
 async function readInventoryChanges(
@@ -193,62 +185,44 @@ async function readInventoryChanges(
   return store.readJson(inventoryChangesName(runId), inventoryChangesSchema);
 }
 
-/** What of an item the index keeps, as one string: a change of any of it is written. */
+/** What of an item the search keeps, as one string: a change of any of it is a patch. */
 function fingerprint(result: ItemResult): string {
   return JSON.stringify([result.version, result.title, result.type, result.owner, result.folderTitle ?? ""]);
 }
 
-/** The fingerprint of the item's newest version as its row holds it. */
-function rowFingerprint(row: ItemRow): string {
-  return JSON.stringify([row.lastVersion, row.title, row.type, row.owner, row.folderTitle]);
+interface Capture {
+  version: string;
+  fingerprint: string;
 }
 
-async function fingerprints(store: BackupStore, runId: string): Promise<Map<string, string>> {
-  const out = new Map<string, string>();
+/** What a run captured of each item, to compare another run with. */
+async function capturesOf(store: BackupStore, runId: string): Promise<Map<string, Capture>> {
+  const out = new Map<string, Capture>();
   for await (const result of runResults(store, runId)) {
-    if (result.status !== "failed" && result.version) out.set(result.itemId, fingerprint(result));
+    if (result.status !== "failed" && result.version) {
+      out.set(result.itemId, { version: result.version, fingerprint: fingerprint(result) });
+    }
   }
   return out;
 }
 
-async function indexItem(
-  store: BackupStore,
-  known: ItemRow | undefined,
-  run: RunRecord,
-  result: ItemResult,
-): Promise<{ row: ItemRow; version?: VersionRow }> {
-  const version = result.version as string;
-  const knownVersions = known ? stringList(known.versions) : [];
-  const isNew = !knownVersions.includes(version);
-  const tags = result.tags ?? (known && !isNew ? stringList(known.tags) : await tagsOf(store, result));
-  const newest = !known || version >= known.lastVersion;
-  const title = newest ? result.title : (known?.title ?? result.title);
-  const row: ItemRow = {
-    itemId: result.itemId,
-    title,
-    type: result.type,
-    owner: result.owner,
-    folderTitle: result.folderTitle ?? "",
-    tags: JSON.stringify(tags),
-    search: searchText(title, tags, result.itemId),
-    firstRunId: known?.firstRunId ?? run.runId,
-    firstSeenAt: known?.firstSeenAt ?? run.startedAt,
-    present: true,
-    lastSeenRunId: run.runId,
-    lastSeenAt: run.startedAt,
-    lastVersion: newest ? version : (known?.lastVersion ?? version),
-    versionCount: (known?.versionCount ?? 0) + (isNew ? 1 : 0),
-    versions: JSON.stringify([...new Set([...knownVersions, version])].sort()),
-  };
-  return isNew ? { row, version: versionRowOf(result, run) } : { row };
+/**
+ * Writes the version rows of the versions a batch captured first (its `exported` results), as the
+ * batch ends: a run's end then writes none of them, whatever the run changed. Idempotent.
+ */
+export async function recordCapturedVersions(
+  index: ItemIndex,
+  run: Pick<RunRecord, "runId" | "identityId" | "startedAt">,
+  results: readonly ItemResult[],
+): Promise<void> {
+  const captured = results.filter((result) => result.status === "exported" && result.version);
+  await index.putVersions(
+    run.identityId,
+    captured.map((result) => versionRowOf(result, run)),
+  );
 }
 
-/** What `q` matches: title, tags and item id. */
-function searchText(title: string, tags: readonly string[], itemId: string): string {
-  return [title, ...tags, itemId].join(" ").toLowerCase();
-}
-
-function versionRowOf(result: ItemResult, run: RunRecord): VersionRow {
+function versionRowOf(result: ItemResult, run: Pick<RunRecord, "runId" | "startedAt">): VersionRow {
   const attachments = result.files.filter((f) => f.kind === "attachment");
   return {
     itemId: result.itemId,
@@ -267,7 +241,7 @@ function versionRowOf(result: ItemResult, run: RunRecord): VersionRow {
   };
 }
 
-/** The item's tags, from its item.json as captured. */
+/** The item's tags, from its item.json as captured (results written before tags were recorded). */
 async function tagsOf(store: BackupStore, result: ItemResult): Promise<string[]> {
   const file = result.files.find((f) => f.kind === "item");
   if (!file) return [];

@@ -1,45 +1,22 @@
 import type { TableClient } from "@azure/data-tables";
 import { z } from "zod";
+import { mapWithConcurrency } from "../concurrency.js";
 import { isStatus } from "../identities/table-identity-store.js";
 import { quoteOData } from "../tables/document-rows.js";
 
 /**
- * The item index of every identity, in Table Storage (ITEM_INDEX_TABLE), written when a run ends
- * and rebuilt from the manifests when lost:
+ * The item index of every identity: its version rows in Table Storage (ITEM_INDEX_TABLE) and its
+ * items in the search snapshot (search-snapshot.ts), written when a run ends and rebuilt from the
+ * manifests when lost:
  *
- * - items: partition `items~<identityId>`, row = item id: the last known title, type, owner,
- *   folder and tags, when and in which run it was first seen, its version count and newest version,
- *   and whether it is still in the org (`present`) or, if not, the last run that saw it;
  * - versions: partition `versions~<identityId>`, row = `<itemId>~<version>`: when and in which run it
  *   was first captured, its files (paths, sizes, hashes; attachments counted), feature counts and
- *   sharing;
- * - the head: partition `head`, row = identity id: the newest complete unfiltered run indexed.
+ *   sharing. Written once, by the run that captured the version: never read back to be updated;
+ * - the head: partition `head`, row = identity id: the newest complete unfiltered run indexed, and
+ *   the state of the search snapshot.
  *
  * Rows change only with what changed in the org: an unchanged item costs a run nothing here.
  */
-
-const itemRowSchema = z.object({
-  title: z.string(),
-  type: z.string(),
-  owner: z.string(),
-  folderTitle: z.string(),
-  tags: z.string(),
-  search: z.string(),
-  firstRunId: z.string(),
-  firstSeenAt: z.string(),
-  present: z.boolean(),
-  lastSeenRunId: z.string(),
-  lastSeenAt: z.string(),
-  lastVersion: z.string(),
-  versionCount: z.number().int(),
-  /** The item's versions, oldest first (JSON): read one by one, never by a query. */
-  versions: z.string(),
-});
-export type ItemRow = z.infer<typeof itemRowSchema> & { itemId: string };
-
-/** An item as the search snapshot holds it (the item row less its version list). */
-export const searchRowSchema = itemRowSchema.omit({ versions: true }).extend({ itemId: z.string() });
-export type SearchRow = z.infer<typeof searchRowSchema>;
 
 const versionFileSchema = z.object({
   path: z.string(),
@@ -85,8 +62,7 @@ export interface SnapshotState {
   /** The run whose indexing wrote the snapshot last (a search cache is as new as this). */
   writtenBy: string;
   deltas: string[];
-  /** Lines of the base; undefined when not known (a head written before deltas existed). */
-  baseItems: number | undefined;
+  baseItems: number;
   deltaItems: number;
 }
 
@@ -97,30 +73,38 @@ export interface IndexHead {
   snapshot: SnapshotState;
 }
 
+/**
+ * The head's layout: a head of another (an index written before the items moved to the search
+ * snapshot) is taken as none, and the identity's index is rebuilt from its manifests.
+ */
+const INDEX_FORMAT = 2;
+
 const headRowSchema = z.object({
+  format: z.literal(INDEX_FORMAT),
   lastRunId: z.string(),
   lastRunAt: z.string(),
   snapshotRunId: z.string(),
-  snapshotDeltas: z.string().optional(),
-  snapshotBaseItems: z.number().int().optional(),
-  snapshotDeltaItems: z.number().int().optional(),
+  snapshotDeltas: z.string(),
+  snapshotBaseItems: z.number().int(),
+  snapshotDeltaItems: z.number().int(),
 });
 
 const HEAD_PARTITION = "head";
 /** Entities in one entity group transaction (the service's limit). */
 const TRANSACTION_SIZE = 100;
+const TRANSACTIONS_AT_ONCE = 4;
 /** A table string property holds 32K UTF-16 characters. */
 const MAX_PROPERTY_CHARS = 30_000;
 
 export class ItemIndex {
   constructor(private readonly table: TableClient) {}
 
-  /** The head; undefined when there is none or it is damaged (the next run indexes in full). */
+  /** The head; undefined when there is none, it is damaged or of an older layout. */
   async head(identityId: string): Promise<IndexHead | undefined> {
     const parsed = headRowSchema.safeParse(await this.read(HEAD_PARTITION, identityId));
     if (!parsed.success) return undefined;
     const row = parsed.data;
-    const deltas = parseJsonSafely(z.array(z.string()), row.snapshotDeltas ?? "[]");
+    const deltas = parseJsonSafely(z.array(z.string()), row.snapshotDeltas);
     if (!deltas) return undefined;
     return {
       lastRunId: row.lastRunId,
@@ -129,7 +113,7 @@ export class ItemIndex {
         writtenBy: row.snapshotRunId,
         deltas,
         baseItems: row.snapshotBaseItems,
-        deltaItems: row.snapshotDeltaItems ?? 0,
+        deltaItems: row.snapshotDeltaItems,
       },
     };
   }
@@ -140,58 +124,45 @@ export class ItemIndex {
       {
         partitionKey: HEAD_PARTITION,
         rowKey: identityId,
+        format: INDEX_FORMAT,
         lastRunId: head.lastRunId,
         lastRunAt: head.lastRunAt,
         snapshotRunId: snapshot.writtenBy,
         snapshotDeltas: JSON.stringify(snapshot.deltas),
-        ...(snapshot.baseItems === undefined ? {} : { snapshotBaseItems: snapshot.baseItems }),
+        snapshotBaseItems: snapshot.baseItems,
         snapshotDeltaItems: snapshot.deltaItems,
       },
       "Replace",
     );
   }
 
-  async item(identityId: string, itemId: string): Promise<ItemRow | undefined> {
-    const row = await this.read(itemPartition(identityId), itemId);
-    return row ? toItem(itemId, row) : undefined;
-  }
-
   /**
-   * Writes item and version rows (upserts, so a run indexed twice writes the same), a hundred to
-   * an entity group transaction: one partition holds an identity's items, one its versions.
+   * Writes version rows (upserts, so a run indexed twice writes the same), a hundred to an entity
+   * group transaction (one partition holds an identity's versions), a few transactions at once.
    */
-  async putRows(
-    identityId: string,
-    items: readonly ItemRow[],
-    versions: readonly VersionRow[],
-  ): Promise<void> {
-    const itemEntities = items.map(({ itemId, ...fields }) => ({
-      partitionKey: itemPartition(identityId),
-      rowKey: itemId,
-      ...fields,
-    }));
-    const versionEntities = versions.map((version) => versionEntity(identityId, version));
-    for (const entities of [itemEntities, versionEntities]) {
-      for (let i = 0; i < entities.length; i += TRANSACTION_SIZE) {
-        await this.table.submitTransaction(
-          entities.slice(i, i + TRANSACTION_SIZE).map((entity) => ["upsert", entity, "Replace"] as const),
-        );
-      }
+  async putVersions(identityId: string, versions: readonly VersionRow[]): Promise<void> {
+    const transactions: VersionRow[][] = [];
+    for (let i = 0; i < versions.length; i += TRANSACTION_SIZE) {
+      transactions.push(versions.slice(i, i + TRANSACTION_SIZE));
     }
-  }
-
-  /** The item's versions, oldest first: point reads of the versions its row lists. */
-  async versions(item: ItemRow, identityId: string): Promise<VersionRow[]> {
-    const versions = stringList(item.versions);
-    const rows = await Promise.all(
-      versions.map((version) => this.read(versionPartition(identityId), versionRowKey(item.itemId, version))),
+    await mapWithConcurrency(transactions, TRANSACTIONS_AT_ONCE, (rows) =>
+      this.table.submitTransaction(
+        rows.map((version) => ["upsert", versionEntity(identityId, version), "Replace"] as const),
+      ),
     );
-    return rows.flatMap((row, i) => (row ? [toVersion(item.itemId, versions[i] as string, row)] : []));
   }
 
-  /** Everything of an identity's index, for a rebuild. */
+  /** The given versions of an item that have rows, in the order given: one point read each. */
+  async versions(identityId: string, itemId: string, versions: readonly string[]): Promise<VersionRow[]> {
+    const rows = await Promise.all(
+      versions.map((version) => this.read(versionPartition(identityId), versionRowKey(itemId, version))),
+    );
+    return rows.flatMap((row, i) => (row ? [toVersion(itemId, versions[i] as string, row)] : []));
+  }
+
+  /** Everything of an identity's index in the table, for a rebuild (items rows of the older layout too). */
   async clear(identityId: string): Promise<void> {
-    for (const partition of [itemPartition(identityId), versionPartition(identityId)]) {
+    for (const partition of [`items~${identityId}`, versionPartition(identityId)]) {
       const rows = this.table.listEntities({
         queryOptions: { filter: `PartitionKey eq '${quoteOData(partition)}'`, select: ["RowKey"] },
       });
@@ -210,10 +181,6 @@ export class ItemIndex {
       throw error;
     }
   }
-}
-
-function itemPartition(identityId: string): string {
-  return `items~${identityId}`;
 }
 
 function versionPartition(identityId: string): string {
@@ -244,10 +211,6 @@ function versionEntity(identityId: string, version: VersionRow) {
   };
 }
 
-function toItem(itemId: string, row: Record<string, unknown>): ItemRow {
-  return { itemId, ...checked(itemRowSchema, row, `item ${itemId}`) };
-}
-
 function toVersion(itemId: string, version: string, row: Record<string, unknown>): VersionRow {
   const fields = checked(versionRowSchema, row, `version ${itemId}/${version}`);
   return {
@@ -263,11 +226,6 @@ function toVersion(itemId: string, version: string, row: Record<string, unknown>
     attachments: { count: fields.attachments, bytes: fields.attachmentBytes },
     counts: parseJson(z.record(z.string(), z.number()), fields.counts),
   };
-}
-
-/** A row's tags or versions (JSON lists of strings in the table), validated. */
-export function stringList(json: string): string[] {
-  return parseJson(z.array(z.string()), json);
 }
 
 function checked<S extends z.ZodType>(schema: S, row: unknown, what: string): z.infer<S> {
