@@ -8,15 +8,12 @@ import { type ChildProcess, spawn } from "node:child_process";
  * The young generation's semi-spaces are 8 MB (16 by default): 16 MB less resident, for scavenges
  * twice as often, each as short (the 10,000-item large bench: peak 282 MB against 307, CPU per item
  * within a few percent). The 2 GB ceiling is there only because below it V8 picks a small-device
- * policy with a low margin. V8's optimize-for-size mode gives pages back once a phase's garbage is
- * collected: the unchanged second run of the 100,000-item org peaked at 290 MB and ended at 219,
- * against 319 and 318 without it (the first run's memory was all still held when the second began).
+ * policy with a low margin.
  */
 export const LOCAL_HOST_NODE_FLAGS = [
   "--max-old-space-size=2048",
   "--heap-growing-percent=100",
   "--max-semi-space-size=8",
-  "--optimize-for-size",
 ];
 
 export interface SpawnedHost {
