@@ -111,6 +111,11 @@ export function pageOf<T>(
   return { total: list.length, start, num, nextStart, page };
 }
 
+/** The paging fields of a Sharing REST list answer, in the order the portal writes them. */
+export function pagingFields(p: { total: number; start: number; num: number; nextStart: number }) {
+  return { total: p.total, start: p.start, num: p.num, nextStart: p.nextStart };
+}
+
 export function contentTypeOf(name: string): string {
   const ext = name.toLowerCase().split(".").pop() ?? "";
   return (

@@ -91,6 +91,13 @@ const VIEWER_PRIVILEGES = [
   "portal:user:viewOrgUsers",
 ];
 
+/** What a member of a built-in role and user type may do. */
+function privilegesOf(role: Role, userType: "creatorUT" | "viewerUT"): string[] {
+  if (role === "org_admin") return ADMIN_PRIVILEGES;
+  if (role === "org_publisher") return PUBLISHER_PRIVILEGES;
+  return userType === "viewerUT" ? VIEWER_PRIVILEGES : CREATOR_PRIVILEGES;
+}
+
 export interface SimUser {
   username: string;
   password: string;
@@ -439,14 +446,7 @@ export class SimOrg {
       const first = FIRST[pick(FIRST.length, this.key, n, "f")] ?? "Ada";
       const last = LAST[pick(LAST.length, this.key, n, "l")] ?? "Park";
       const created = BASE_EPOCH - DAY * (30 + pick(300, this.key, n, "uc"));
-      const privileges =
-        role === "org_admin"
-          ? ADMIN_PRIVILEGES
-          : role === "org_publisher"
-            ? PUBLISHER_PRIVILEGES
-            : userType === "viewerUT"
-              ? VIEWER_PRIVILEGES
-              : CREATOR_PRIVILEGES;
+      const privileges = privilegesOf(role, userType);
       return {
         username,
         password: `pw-${username}`,
@@ -1560,14 +1560,7 @@ export class SimOrg {
       email: spec.email,
       role,
       userType,
-      privileges:
-        role === "org_admin"
-          ? ADMIN_PRIVILEGES
-          : role === "org_publisher"
-            ? PUBLISHER_PRIVILEGES
-            : userType === "viewerUT"
-              ? VIEWER_PRIVILEGES
-              : CREATOR_PRIVILEGES,
+      privileges: privilegesOf(role, userType),
       created: now,
       modified: now,
       lastLogin: now,

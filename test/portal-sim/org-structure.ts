@@ -6,7 +6,7 @@
  * `groups/{id}/update`, `addUsers`, `info/<thumbnail>`, `categorySchema`, `assignCategorySchema`).
  */
 import { type Caller, canSeeGroup, groupJson, type Handler, isAdmin, type SimContext } from "./context.js";
-import { contentTypeOf, ERR, err, type ParsedRequest, pageOf, type Reply } from "./http.js";
+import { contentTypeOf, ERR, err, type ParsedRequest, pageOf, pagingFields, type Reply } from "./http.js";
 import { ADMIN_PRIVILEGES, type CategoryNode, type SimGroup, type SimRole } from "./model.js";
 
 /** Privileges this org knows; setPrivileges refuses any other, as a portal refuses one it lacks. */
@@ -54,10 +54,7 @@ export const listRoles: Handler = (ctx, req, caller) => {
   const withPrivileges = req.params.returnPrivileges === "true";
   return {
     json: {
-      total: p.total,
-      start: p.start,
-      num: p.num,
-      nextStart: p.nextStart,
+      ...pagingFields(p),
       roles: p.page.map((r) => roleJson(r, withPrivileges)),
     },
   };
@@ -416,10 +413,7 @@ export const listInvitations: Handler = (ctx, req, caller) => {
   const p = pageOf(ctx.org.invitations, req.params);
   return {
     json: {
-      total: p.total,
-      start: p.start,
-      num: p.num,
-      nextStart: p.nextStart,
+      ...pagingFields(p),
       invitations: p.page.map((i) => ({ ...i })),
     },
   };

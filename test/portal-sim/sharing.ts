@@ -11,7 +11,7 @@ import {
   signStorage,
   userJson,
 } from "./context.js";
-import { contentTypeOf, ERR, err, pageOf, type Reply } from "./http.js";
+import { contentTypeOf, ERR, err, pageOf, pagingFields, type Reply } from "./http.js";
 import type { SimItem, SimOrg } from "./model.js";
 import { bufferSource } from "./prng.js";
 import { matchQ, parseQ, type QNode, QueryParseError, type Searchable } from "./search-query.js";
@@ -92,10 +92,7 @@ export const portalUsers: Handler = (ctx, req, caller) => {
   const p = pageOf(ctx.org.users, req.params);
   return {
     json: {
-      total: p.total,
-      start: p.start,
-      num: p.num,
-      nextStart: p.nextStart,
+      ...pagingFields(p),
       users: p.page.map((u) => userJson(ctx, u, true)),
     },
   };
@@ -146,10 +143,7 @@ function userSearch(ctx: SimContext, req: Parameters<Handler>[1], full: boolean)
   return {
     json: {
       query: req.params.q ?? "",
-      total: p.total,
-      start: p.start,
-      num: p.num,
-      nextStart: p.nextStart,
+      ...pagingFields(p),
       results: p.page.map((u) => userJson(ctx, u, full)),
     },
   };
@@ -240,10 +234,7 @@ export const communityGroups: Handler = (ctx, req, caller) => {
   return {
     json: {
       query: req.params.q ?? "",
-      total: p.total,
-      start: p.start,
-      num: p.num,
-      nextStart: p.nextStart,
+      ...pagingFields(p),
       results: p.page.map((g) => groupJson(ctx, g, caller)),
     },
   };
@@ -485,10 +476,7 @@ export const userContent: Handler = (ctx, req, caller, m) => {
       json: {
         username: u.username,
         currentFolder: folderOut(folder),
-        total: p.total,
-        start: p.start,
-        num: p.num,
-        nextStart: p.nextStart,
+        ...pagingFields(p),
         items: p.page.map((i) => itemJson(ctx, ctx.org.itemAt(i), caller)),
       },
     };
@@ -497,10 +485,7 @@ export const userContent: Handler = (ctx, req, caller, m) => {
   return {
     json: {
       username: u.username,
-      total: p.total,
-      start: p.start,
-      num: p.num,
-      nextStart: p.nextStart,
+      ...pagingFields(p),
       currentFolder: null,
       items: p.page.map((i) => itemJson(ctx, ctx.org.itemAt(i), caller)),
       folders: ctx.org.foldersOf(u.username).map(folderOut),
@@ -581,10 +566,7 @@ export const itemResources: Handler = (ctx, req, caller, m) => {
   const p = pageOf(list, req.params, 1000, 10);
   return {
     json: {
-      total: p.total,
-      start: p.start,
-      num: p.num,
-      nextStart: p.nextStart,
+      ...pagingFields(p),
       resources: p.page.map((r) => ({
         resource: r.resource,
         created: r.created,
@@ -661,10 +643,7 @@ export const groupContent: Handler = (ctx, req, caller, m) => {
   const p = pageOf(list, req.params);
   return {
     json: {
-      total: p.total,
-      start: p.start,
-      num: p.num,
-      nextStart: p.nextStart,
+      ...pagingFields(p),
       items: p.page.map((i) => itemJson(ctx, ctx.org.itemAt(i), caller)),
     },
   };

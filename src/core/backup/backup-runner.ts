@@ -96,6 +96,8 @@ const CHUNKS_CACHED = 6;
 export class BackupRunner {
   private readonly sessions = new Map<string, Promise<IdentitySession>>();
   private readonly chunks = new Map<string, Promise<InventoryEntry[]>>();
+  /** When each recent run started (a version row's first sighting), read once per process, not per batch. */
+  private readonly runStarts = new Map<string, Promise<RunRecord | undefined>>();
   private readonly stops: RunStopSignals;
 
   constructor(private readonly deps: RunnerDependencies) {
@@ -229,7 +231,7 @@ export class BackupRunner {
   ): Promise<void> {
     if (!this.deps.itemIndex || !results.some((result) => result.status === "exported")) return;
     try {
-      const run = await this.deps.runs.find(input.identityId, input.runId);
+      const run = await this.runStart(input);
       if (run) await recordCapturedVersions(this.deps.itemIndex, run, results);
     } catch (error) {
       if (isRetryableFailure(error)) throw error;
@@ -237,6 +239,18 @@ export class BackupRunner {
         reason: errorMessage(error),
       });
     }
+  }
+
+  private runStart(input: BatchInput): Promise<RunRecord | undefined> {
+    const key = `${input.identityId}/${input.runId}`;
+    let run = this.runStarts.get(key);
+    if (!run) {
+      run = this.deps.runs.find(input.identityId, input.runId);
+      run.catch(() => this.runStarts.delete(key));
+      this.runStarts.set(key, run);
+      for (const old of [...this.runStarts.keys()].slice(0, -CHUNKS_CACHED)) this.runStarts.delete(old);
+    }
+    return run;
   }
 
   /** What a batch that met an outage tells its orchestration (and the log). */
