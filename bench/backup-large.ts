@@ -90,11 +90,14 @@ export const benchBackupLarge: BenchSection = async ({ quick }): Promise<BenchRe
       metrics.durableHistoryRows = durable.historyRows;
 
       large.stats.reset();
-      const again = await timedBackup(app.host.baseUrl, full.identityId);
+      const unchangedProgress = progressLines(app, azurite);
+      const again = await timedBackup(app.host.baseUrl, full.identityId, {}, unchangedProgress.onPoll);
       metrics.unchangedWallSeconds = again.seconds.toFixed(1);
       metrics.unchangedStartAnsweredSeconds = again.startSeconds.toFixed(1);
       metrics.unchangedPortalRequests = large.stats.count();
       metrics.unchangedItems = String(again.run.itemsUnchanged);
+      const unchangedPeak = unchangedProgress.rssPeak();
+      metrics.appRssPeakDuringUnchanged = `${unchangedPeak.mb.toFixed(0)} MB at ${unchangedPeak.at}`;
       metrics.appPeakRssMb = (await peakRssMb(app.host.child.pid)).toFixed(0);
 
       ratios.push(
@@ -133,22 +136,8 @@ async function backupAndMeasure(app: BenchApp, azurite: RunningAzurite, sim: Por
   const identityId = await registerIdentity(app.host.baseUrl, sim, azurite, container);
   sim.stats.reset();
   const cpuBefore = await cpuOf(app.host, azurite);
-  let lastLine = 0;
-  // Where the app's memory peaked (phase and items done), so what holds it can be found.
-  let rssPeak = { mb: 0, at: "" };
-  const full = await timedBackup(app.host.baseUrl, identityId, {}, async (status) => {
-    const progress = (status.progress ?? {}) as Record<string, unknown>;
-    const at = `${String(progress.phase ?? status.status)} ${String(progress.itemsDone ?? "")}`;
-    const mb = await rssMb(app.host.child.pid);
-    if (mb > rssPeak.mb) rssPeak = { mb, at };
-    // A line a minute, so an hour-long run shows it is alive.
-    if (performance.now() - lastLine < 60_000) return;
-    lastLine = performance.now();
-    const [appCpu, azuriteCpu] = await cpuOf(app.host, azurite);
-    process.stdout.write(
-      `  ${new Date().toISOString()} ${at}/${String(progress.itemsTotal ?? "")} items, ${String(progress.itemsPerSecond ?? "")} items/s, app RSS ${mb.toFixed(0)} MB (peak ${rssPeak.mb.toFixed(0)} MB at ${rssPeak.at}), CPU s app ${appCpu?.toFixed(0)} Azurite ${azuriteCpu?.toFixed(0)}, Azurite RSS ${(await rssMb(azurite.pid)).toFixed(0)} MB\n`,
-    );
-  });
+  const progress = progressLines(app, azurite);
+  const full = await timedBackup(app.host.baseUrl, identityId, {}, progress.onPoll);
   const cpuMsPerItem = cpuSpent(cpuBefore, await cpuOf(app.host, azurite)).map((s) => (s * 1000) / items);
   const store = new BlobBackupStore(
     BlobServiceClient.fromConnectionString(azurite.connectionString).getContainerClient(container),
@@ -166,8 +155,30 @@ async function backupAndMeasure(app: BenchApp, azurite: RunningAzurite, sim: Por
     cpuMsPerItem,
     appCpuMsPerItem: cpuMsPerItem[0] ?? Number.NaN,
     manifestItems: manifest?.items.length ?? 0,
-    rssPeak,
+    rssPeak: progress.rssPeak(),
   };
+}
+
+/**
+ * Follows a run: its app RSS peak with the phase it was reached in (so what holds it can be
+ * found), and a line a minute, so an hour-long run shows it is alive and where time goes.
+ */
+function progressLines(app: BenchApp, azurite: RunningAzurite) {
+  let lastLine = 0;
+  let peak = { mb: 0, at: "" };
+  const onPoll = async (status: Record<string, unknown>) => {
+    const progress = (status.progress ?? {}) as Record<string, unknown>;
+    const at = `${String(progress.phase ?? status.status)} ${String(progress.itemsDone ?? "")}`;
+    const mb = await rssMb(app.host.child.pid);
+    if (mb > peak.mb) peak = { mb, at };
+    if (performance.now() - lastLine < 60_000) return;
+    lastLine = performance.now();
+    const [appCpu, azuriteCpu] = await cpuOf(app.host, azurite);
+    process.stdout.write(
+      `  ${new Date().toISOString()} ${at}/${String(progress.itemsTotal ?? "")} items, ${String(progress.itemsPerSecond ?? "")} items/s, app RSS ${mb.toFixed(0)} MB (peak ${peak.mb.toFixed(0)} MB at ${peak.at}), CPU s app ${appCpu?.toFixed(0)} Azurite ${azuriteCpu?.toFixed(0)}, Azurite RSS ${(await rssMb(azurite.pid)).toFixed(0)} MB\n`,
+    );
+  };
+  return { onPoll, rssPeak: () => peak };
 }
 
 /** The large org's mix at a tenth of its counts, for a smoke run of this bench. */
