@@ -34,7 +34,7 @@ import {
   takeInventory,
 } from "./inventory.js";
 import { batchResultName, identityBlobName, manifestName } from "./layout.js";
-import { writeManifest } from "./manifest.js";
+import { type ManifestHeader, writeManifest } from "./manifest.js";
 import { type BatchCounts, type BatchOutcome, emptyBatchCounts } from "./progress.js";
 import { failRun, logRunCompleted } from "./run-end.js";
 import { RunStopSignals } from "./run-stop.js";
@@ -354,7 +354,21 @@ export class BackupRunner {
     const status: RunStatus =
       input.outcome === "failed" ? "failed" : run.cancelRequestedAt ? "cancelled" : "completed";
     try {
-      run = await this.recordManifest(target, { ...run, status });
+      const header = await writeManifest({
+        store: target.store,
+        run: { ...run, status },
+        identityName: target.identity.name,
+        sharingUrl: target.identity.sharingUrl,
+        cacheDirectory: target.identity.cacheDirectory,
+        cacheSpace: target.cacheSpace,
+      });
+      const manifest = identityBlobName(run.identityId, manifestName(run.runId));
+      // The run shows its end only once its items are in the index too: a next run started on
+      // seeing "completed" must find the index at this run, not still being written.
+      await this.updateIndex(target, { ...run, status: header.status, manifest });
+      run = await this.deps.runs.update(input.identityId, input.runId, (next) => {
+        recordManifest(next, header, manifest);
+      });
     } catch (error) {
       if (isRetryableFailure(error)) throw error;
       run = await this.deps.runs.update(input.identityId, input.runId, (next) => {
@@ -363,7 +377,6 @@ export class BackupRunner {
         next.error ??= runErrorOf(error, "ERR_MANIFEST", target.store);
       });
     }
-    if (run.manifest) await this.updateIndex(target, run);
     await this.deps.runs.releaseLock(input.identityId, input.runId);
     logRunCompleted(this.deps.log, run, target.identity.name);
     return run;
@@ -392,27 +405,6 @@ export class BackupRunner {
         reason: errorMessage(error),
       });
     }
-  }
-
-  /** Writes the run's manifest and copies its status and totals into the run record. */
-  private async recordManifest(target: RunTarget, run: RunRecord): Promise<RunRecord> {
-    const header = await writeManifest({
-      store: target.store,
-      run,
-      identityName: target.identity.name,
-      sharingUrl: target.identity.sharingUrl,
-      cacheDirectory: target.identity.cacheDirectory,
-      cacheSpace: target.cacheSpace,
-    });
-    return this.deps.runs.update(run.identityId, run.runId, (next) => {
-      next.status = header.status;
-      next.itemsTotal = Math.max(next.itemsTotal, header.totals.items);
-      next.itemsExported = header.totals.exported;
-      next.itemsUnchanged = header.totals.unchanged;
-      next.itemsFailed = header.totals.failed;
-      next.bytes = header.totals.bytes;
-      next.manifest = identityBlobName(run.identityId, manifestName(run.runId));
-    });
   }
 
   /**
@@ -542,4 +534,15 @@ function countResults(results: ItemResult[], portal?: PortalClientStats, paced?:
     counts.bytes += result.bytes;
   }
   return counts;
+}
+
+/** Copies a run's end as its manifest says it (status and totals) into its record. */
+function recordManifest(run: RunRecord, header: ManifestHeader, manifest: string): void {
+  run.status = header.status;
+  run.itemsTotal = Math.max(run.itemsTotal, header.totals.items);
+  run.itemsExported = header.totals.exported;
+  run.itemsUnchanged = header.totals.unchanged;
+  run.itemsFailed = header.totals.failed;
+  run.bytes = header.totals.bytes;
+  run.manifest = manifest;
 }
