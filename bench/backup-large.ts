@@ -85,6 +85,8 @@ export const benchBackupLarge: BenchSection = async ({ quick }): Promise<BenchRe
         manifestItems: full.manifestItems,
         appRssPeakDuringFull: `${full.rssPeak.mb.toFixed(0)} MB at ${full.rssPeak.at}`,
       });
+      // The process's own high-water mark so far, which no poll can miss.
+      metrics.appPeakRssAfterFullMb = (await peakRssMb(app.host.child.pid)).toFixed(0);
       const durable = await durableStateRows(azurite);
       metrics.durableInstances = durable.instances;
       metrics.durableHistoryRows = durable.historyRows;
