@@ -101,6 +101,19 @@ describe("BlobBackupStore", () => {
     await store.delete("tree/a.txt");
   });
 
+  test("a listing goes on past its first page, in name order, each blob once with its size", async () => {
+    const names = Array.from({ length: 1_234 }, (_, i) => `many/${String(i).padStart(5, "0")}.txt`);
+    for (let at = 0; at < names.length; at += 100) {
+      await Promise.all(
+        names.slice(at, at + 100).map((name) => store.uploadBuffer(name, Buffer.from("abc"), "text/plain")),
+      );
+    }
+    const listed: { name: string; size: number }[] = [];
+    for await (const blob of store.listSized("many/")) listed.push(blob);
+    expect(listed.map((blob) => blob.name)).toEqual(names);
+    expect(listed.every((blob) => blob.size === 3)).toBe(true);
+  });
+
   test("another identity's store sees none of it", async () => {
     const other = new BlobBackupStore(container, "00000000-0000-4000-8000-0000000000d6");
     expect(await other.readJson("docs/point.json", point)).toBeUndefined();

@@ -23,6 +23,12 @@ const UPLOAD_BLOCK = 4 * 1024 * 1024;
 const UPLOAD_CONCURRENCY = 4;
 /** Blocks read back from the cache and on their way to Blob, across all uploads of the process. */
 const BLOCK_BUFFERS = 4;
+/**
+ * Blobs per listing page. The service's default of 5,000 keeps a page's parsed properties alive
+ * while its names are worked through: reading a 100,000-item run's 10,000 results blobs one by
+ * one peaked at 224 MB of RSS with it and at 168 MB with 1,000 (measured with the app's heap flags).
+ */
+const LIST_PAGE_SIZE = 1000;
 
 /**
  * The backup store in Azure Blob: an identity's folder of its backup container, every name
@@ -189,16 +195,18 @@ export class BlobBackupStore implements BackupStore {
   }
 
   async *list(prefix: string): AsyncGenerator<string> {
-    const base = this.blobName("");
-    for await (const blob of this.container.listBlobsFlat({ prefix: this.blobName(prefix) })) {
-      yield blob.name.slice(base.length);
-    }
+    for await (const blob of this.listSized(prefix)) yield blob.name;
   }
 
   async *listSized(prefix: string): AsyncGenerator<{ name: string; size: number }> {
     const base = this.blobName("");
-    for await (const blob of this.container.listBlobsFlat({ prefix: this.blobName(prefix) })) {
-      yield { name: blob.name.slice(base.length), size: blob.properties.contentLength ?? 0 };
+    const pages = this.container
+      .listBlobsFlat({ prefix: this.blobName(prefix) })
+      .byPage({ maxPageSize: LIST_PAGE_SIZE });
+    for await (const page of pages) {
+      for (const blob of page.segment.blobItems) {
+        yield { name: blob.name.slice(base.length), size: blob.properties.contentLength ?? 0 };
+      }
     }
   }
 
