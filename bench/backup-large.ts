@@ -33,7 +33,7 @@ import type { BenchResult, BenchSection } from "./types.js";
  *   the `feature-export` section measure attachments.
  * A 2,010-item org is backed up first by the same app, so that the app's CPU per item at 100,000
  * items is compared with a small run measured in the same run: what grows with the org size
- * where it should not shows there. Run by hand: it takes most of an hour on 2 cores.
+ * where it should not shows there. Run by hand: it takes about 40 minutes on 2 cores.
  * `--quick` runs a tenth of the org (10,000 items, a 100,000-feature layer).
  */
 const LATENCY_MS = 20;
