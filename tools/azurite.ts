@@ -34,9 +34,9 @@ export interface AzuriteOptions {
   maxOldSpaceMb?: number;
   /**
    * How often Azurite sweeps blob content no blob refers to (its default: every 10 minutes). A
-   * sweep lists every blob, page by page, each page sorting all that remain, in one stretch: at a
-   * few hundred thousand blobs it holds the emulator for minutes (measured: 3 minutes once ~60,000 items of the large org were stored),
-   * which a bench storing that many would measure instead of the app. Azurite has no option for it.
+   * sweep lists every blob, page by page, each page sorting all that remain, in one stretch: it
+   * held the emulator for 3 minutes once ~60,000 items of the large org were stored, which a bench
+   * would measure instead of the app. Azurite has no option for it.
    */
   extentGcIntervalMs?: number;
   startTimeoutMs?: number;
@@ -84,11 +84,12 @@ export async function startAzurite(options: AzuriteOptions = {}): Promise<Runnin
     args.push("--extentMemoryLimit", String(options.extentMemoryLimitMb));
   }
   const nodeFlags = options.maxOldSpaceMb ? [`--max-old-space-size=${options.maxOldSpaceMb}`] : [];
-  if (options.extentGcIntervalMs !== undefined) nodeFlags.push("--import", setExtentGcInterval);
-  const child = spawn(process.execPath, [...nodeFlags, ...args], {
-    stdio: ["ignore", "pipe", "pipe"],
-    env: { ...process.env, AZURITE_EXTENT_GC_INTERVAL_MS: String(options.extentGcIntervalMs ?? "") },
-  });
+  const env = { ...process.env };
+  if (options.extentGcIntervalMs !== undefined) {
+    nodeFlags.push("--import", setExtentGcInterval);
+    env.AZURITE_EXTENT_GC_INTERVAL_MS = String(options.extentGcIntervalMs);
+  }
+  const child = spawn(process.execPath, [...nodeFlags, ...args], { stdio: ["ignore", "pipe", "pipe"], env });
   const urls = await waitForListening(child, options.startTimeoutMs ?? 20_000);
   const endpoints = {
     blobEndpoint: `${urls.Blob}/${DEV_ACCOUNT_NAME}`,
